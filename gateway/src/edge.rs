@@ -1,0 +1,161 @@
+//! The edge service: every call through the gateway passes here. It authenticates the caller,
+//! swaps the client token for an internal token, records the caller's address, and routes
+//! `/<package>.<Service>/<Method>` to the service in this process or to a remote backend.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::ConnectInfo;
+use bosun_audit::SOURCE_ADDRESS_HEADER;
+use bosun_core::ApiError;
+use futures::future::BoxFuture;
+use http::{HeaderValue, Request, Response};
+use tonic::body::Body;
+use tower::{Service, ServiceExt};
+
+use crate::authenticator::Authenticator;
+use crate::proxy::RemoteBackend;
+
+/// Calls that need no token: logging in, health checks and reflection.
+pub const PUBLIC_PATHS: &[&str] = &[
+    "/bosun.auth.v1.AuthService/Login",
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+pub fn is_public(path: &str) -> bool {
+    PUBLIC_PATHS.iter().any(|public| {
+        if public.ends_with('/') {
+            path.starts_with(public)
+        } else {
+            path == *public
+        }
+    })
+}
+
+/// The bearer token of `authorization` metadata, if well formed.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+pub fn status_response(error: ApiError) -> Response<Body> {
+    tonic::Status::from(error).into_http()
+}
+
+/// The routing table: which services live elsewhere, and the in-process router for the rest.
+#[derive(Clone)]
+pub struct Edge {
+    state: Arc<EdgeState>,
+}
+
+struct EdgeState {
+    authenticator: Arc<Authenticator>,
+    local: axum::Router,
+    remotes: HashMap<String, RemoteBackend>,
+}
+
+impl Edge {
+    pub fn new(authenticator: Arc<Authenticator>, local: axum::Router, remotes: HashMap<String, RemoteBackend>) -> Self {
+        Edge {
+            state: Arc::new(EdgeState {
+                authenticator,
+                local,
+                remotes,
+            }),
+        }
+    }
+}
+
+impl EdgeState {
+    async fn handle(&self, mut request: Request<Body>) -> Response<Body> {
+        // Only the gateway says where a call came from; drop whatever the client claimed.
+        request.headers_mut().remove(SOURCE_ADDRESS_HEADER);
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.to_string());
+        if let Some(value) = peer.and_then(|peer| HeaderValue::from_str(&peer).ok()) {
+            request.headers_mut().insert(SOURCE_ADDRESS_HEADER, value);
+        }
+
+        let path = request.uri().path().to_owned();
+        if !is_public(&path) {
+            let Some(token) = bearer(request.headers()) else {
+                return status_response(ApiError::Unauthenticated(
+                    "missing bearer token in the authorization metadata".into(),
+                ));
+            };
+            match self.authenticator.exchange(token).await {
+                Ok((internal, principal)) => {
+                    tracing::Span::current().record("principal", tracing::field::display(&principal));
+                    match HeaderValue::from_str(&format!("Bearer {internal}")) {
+                        Ok(value) => {
+                            request.headers_mut().insert(http::header::AUTHORIZATION, value);
+                        }
+                        Err(error) => return status_response(ApiError::internal(error)),
+                    }
+                }
+                Err(error) => return status_response(error),
+            }
+        }
+
+        let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+        if let Some(remote) = self.remotes.get(service) {
+            return remote.forward(request).await;
+        }
+        match self.local.clone().oneshot(request).await {
+            Ok(response) => response.map(Body::new),
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl Service<Request<Body>> for Edge {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(state.handle(request).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_login_health_and_reflection_are_public() {
+        assert!(is_public("/bosun.auth.v1.AuthService/Login"));
+        assert!(is_public("/grpc.health.v1.Health/Check"));
+        assert!(is_public("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
+        assert!(!is_public("/bosun.auth.v1.AuthService/LoginX"));
+        assert!(!is_public("/bosun.auth.v1.AuthService/GetCallerIdentity"));
+        assert!(!is_public("/grpc.health.v1.HealthX/Check"));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&headers), None);
+        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert_eq!(bearer(&headers), None);
+    }
+}

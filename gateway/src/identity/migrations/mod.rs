@@ -1,0 +1,18 @@
+//! Migrations of the identity tables, tracked in their own table `bosun_auth_migrations`.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_create_identity;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_create_identity::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "bosun_auth_migrations".into_iden()
+    }
+}

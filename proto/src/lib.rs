@@ -1,0 +1,29 @@
+//! Bosun's wire types and gRPC stubs, generated from `proto/bosun/**` at build time, and the
+//! encoded descriptor set (with `google.api.http` options) for reflection and transcoding.
+
+#![allow(clippy::all, clippy::pedantic, missing_docs)]
+
+/// The encoded `FileDescriptorSet` of every Bosun proto and its imports.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/bosun_descriptor.bin"));
+
+pub mod google {
+    pub mod api {
+        tonic::include_proto!("google.api");
+    }
+}
+
+pub mod auth {
+    pub mod v1 {
+        tonic::include_proto!("bosun.auth.v1");
+    }
+}
+
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("bosun.audit.v1");
+    }
+}
+
+/// Every Bosun gRPC service, by its full name (`bosun.auth.v1.AuthService`).
+pub const SERVICE_NAMES: &[&str] = &["bosun.auth.v1.AuthService", "bosun.audit.v1.AuditService"];
