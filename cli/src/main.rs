@@ -1,1 +1,305 @@
-fn main() {}
+//! `bosun`: the operator CLI for a Bosun fleet (log in, manage users, API keys, roles, read
+//! the audit trail) and the entry point of the all-in-one server.
+
+mod commands;
+mod connection;
+mod credentials;
+mod errors;
+mod input;
+mod output;
+mod server;
+mod views;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::Context;
+use crate::commands::api_keys::ApiKeysCommand;
+use crate::commands::audit::AuditCommand;
+use crate::commands::roles::RolesCommand;
+use crate::commands::session::LoginArgs;
+use crate::commands::users::UsersCommand;
+use crate::credentials::{CredentialStore, normalize_server};
+use crate::output::OutputFormat;
+
+/// Subcommands list the global flags apart from their own.
+const GLOBAL: &str = "Global options";
+
+/// Operate a Bosun fleet: identities, roles and the audit trail.
+#[derive(Parser, Debug)]
+#[command(name = "bosun", version, propagate_version = true)]
+struct Cli {
+    /// Bosun server to talk to.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "BOSUN_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    server: String,
+
+    /// Bearer token to send instead of the one stored by `bosun login`.
+    // hide_env_values: `--help` must not print a token taken from the environment.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "BOSUN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+
+    /// Output format.
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        help_heading = GLOBAL,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = OutputFormat::Table
+    )]
+    output: OutputFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Log in and store a token for the server.
+    Login(LoginArgs),
+    /// Forget the stored token for the server.
+    Logout,
+    /// Show who the current token belongs to.
+    Whoami,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    ApiKeys(ApiKeysCommand),
+    /// Manage roles and their policies.
+    #[command(subcommand)]
+    Roles(RolesCommand),
+    /// Query the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Run the all-in-one Bosun server.
+    Server(server::ServerArgs),
+    /// Run one Bosun service on its own.
+    Serve(server::ServeArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_login = matches!(cli.command, Command::Login(_));
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            let mut line = errors::one_line(&err);
+            // Outside login, "unauthenticated" almost always means an expired or revoked token.
+            if !is_login
+                && errors::find_status(&err)
+                    .is_some_and(|status| status.code() == tonic::Code::Unauthenticated)
+            {
+                line.push_str("; run bosun login");
+            }
+            eprintln!("error: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let make_context = || -> anyhow::Result<Context> {
+        Ok(Context {
+            server: normalize_server(&cli.server),
+            token_flag: cli.token.clone(),
+            output: cli.output,
+            store: CredentialStore::from_env(|name| std::env::var_os(name))?,
+        })
+    };
+    match cli.command {
+        Command::Server(args) => server::run_server(args).await,
+        Command::Serve(args) => server::run_serve(args).await,
+        Command::Login(args) => commands::session::login(&make_context()?, args).await,
+        Command::Logout => commands::session::logout(&make_context()?),
+        Command::Whoami => commands::session::whoami(&make_context()?).await,
+        Command::Users(command) => commands::users::run(&make_context()?, command).await,
+        Command::ApiKeys(command) => commands::api_keys::run(&make_context()?, command).await,
+        Command::Roles(command) => commands::roles::run(&make_context()?, command).await,
+        Command::Audit(command) => commands::audit::run(&make_context()?, command).await,
+    }
+}
+
+/// `bosun users ls | head` closes our stdout early; that is the reader's choice, not a
+/// failure worth a message.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("bosun").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every command and flag of ours explains itself in `--help`. The lead's `server` and
+    /// `serve` flags are theirs to document, so only their one-line summaries are checked.
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if command.get_about().is_none() {
+                missing.push(format!("command `{path}`"));
+            }
+            if path.ends_with(" server") || path.ends_with(" serve") {
+                return;
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("argument `{id}` of `{path}`"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "help" {
+                    check(sub, &format!("{path} {}", sub.get_name()), missing);
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        let root = Cli::command();
+        for sub in root.get_subcommands() {
+            check(sub, &format!("bosun {}", sub.get_name()), &mut missing);
+        }
+        for arg in root.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() {
+                missing.push(format!("global argument `{id}`"));
+            }
+        }
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "users",
+            "ls",
+            "-o",
+            "json",
+            "--server",
+            "http://h:1",
+            "--token",
+            "t",
+        ])?;
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.server, "http://h:1");
+        assert_eq!(cli.token.as_deref(), Some("t"));
+        assert!(matches!(cli.command, Command::Users(UsersCommand::Ls)));
+        Ok(())
+    }
+
+    #[test]
+    fn users_create_collects_roles() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "users",
+            "create",
+            "carol",
+            "--role",
+            "dev",
+            "-r",
+            "ops",
+            "--password-stdin",
+        ])?;
+        let Command::Users(UsersCommand::Create {
+            name,
+            roles,
+            password_stdin,
+        }) = cli.command
+        else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(name, "carol");
+        assert_eq!(roles, ["dev", "ops"]);
+        assert!(password_stdin);
+        Ok(())
+    }
+
+    #[test]
+    fn login_defaults_to_admin_and_refuses_two_secret_sources() -> anyhow::Result<()> {
+        let cli = parse(&["login"])?;
+        let Command::Login(args) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(args.username, "admin");
+        assert!(!args.password_stdin && !args.api_key_stdin);
+
+        assert!(parse(&["login", "--password-stdin", "--api-key-stdin"]).is_err());
+        assert!(parse(&["login", "--username", "bob", "--api-key-stdin"]).is_err());
+        assert!(parse(&["login", "--api-key-stdin"]).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn api_key_lifetimes_are_humantime() -> anyhow::Result<()> {
+        let cli = parse(&["api-keys", "create", "--expires-in", "30d"])?;
+        let Command::ApiKeys(ApiKeysCommand::Create { expires_in, .. }) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(
+            expires_in,
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
+        assert!(parse(&["api-keys", "create", "--expires-in", "soon"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn roles_create_takes_named_policies() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "roles",
+            "create",
+            "ops",
+            "--policy",
+            "ro=./ro.json",
+            "--policy",
+            r#"rw={"Statement":[]}"#,
+        ])?;
+        let Command::Roles(RolesCommand::Create { policies, .. }) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        let names: Vec<_> = policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["ro", "rw"]);
+        assert!(parse(&["roles", "create", "ops", "--policy", "no-equals"]).is_err());
+        assert!(parse(&["roles", "put-policy", "ops", "ro"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn audit_filters_are_checked() {
+        assert!(parse(&["audit", "ls", "--result", "denied", "--since", "1h"]).is_ok());
+        assert!(parse(&["audit", "ls", "--result", "maybe"]).is_err());
+        assert!(parse(&["audit", "ls", "--max", "0"]).is_err());
+        assert!(parse(&["audit", "ls", "--until", "last tuesday"]).is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! The gRPC link to a Bosun server: which token to send, the channel, and the interceptor
+//! that adds `authorization: Bearer <token>` and nothing else.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bosun_proto::audit::v1::audit_service_client::AuditServiceClient;
+use bosun_proto::auth::v1::auth_service_client::AuthServiceClient;
+use chrono::{DateTime, Utc};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::credentials::StoredCredential;
+use crate::output::rfc3339;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+// Generous: listings page through many calls, but each call should be quick.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Chooses the token for a call: `--token` (or `BOSUN_TOKEN`) wins over the stored one,
+/// so a script can act as another principal without logging out. An empty flag counts as
+/// absent, because `BOSUN_TOKEN=` in a shell means "unset" to most people.
+pub fn resolve_token(
+    server: &str,
+    flag: Option<&str>,
+    stored: Option<StoredCredential>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<String> {
+    if let Some(token) = flag.map(str::trim).filter(|token| !token.is_empty()) {
+        return Ok(token.to_owned());
+    }
+    let Some(stored) = stored else {
+        bail!("not logged in to {server}; run bosun login");
+    };
+    if let Some(expires_at) = stored.expires_at
+        && expires_at <= now
+    {
+        bail!(
+            "the token for {server} expired at {}; run bosun login",
+            rfc3339(expires_at)
+        );
+    }
+    Ok(stored.token)
+}
+
+/// Adds the bearer token, when there is one, to every request.
+#[derive(Clone, Debug)]
+pub struct BearerAuth {
+    value: Option<MetadataValue<Ascii>>,
+}
+
+impl BearerAuth {
+    pub fn new(token: Option<&str>) -> anyhow::Result<Self> {
+        let value = match token {
+            None => None,
+            Some(token) => {
+                let mut value: MetadataValue<Ascii> = format!("Bearer {token}")
+                    .parse()
+                    .context("the token has characters not allowed in a header")?;
+                // Keeps it out of Debug output and out of HPACK's dynamic table.
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        Ok(Self { value })
+    }
+}
+
+impl Interceptor for BearerAuth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.value {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type AuthClient = AuthServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub type AuditClient = AuditServiceClient<InterceptedService<Channel, BearerAuth>>;
+
+/// An open channel plus the credentials to use on it.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    channel: Channel,
+    auth: BearerAuth,
+}
+
+impl Connection {
+    /// Connects now rather than lazily, so an unreachable server is reported as such and
+    /// not as the first RPC's `unavailable`.
+    pub async fn open(server: &str, token: Option<&str>) -> anyhow::Result<Self> {
+        let auth = BearerAuth::new(token)?;
+        let endpoint = endpoint(server)?;
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {server}"))?;
+        Ok(Self { channel, auth })
+    }
+
+    pub fn auth(&self) -> AuthClient {
+        AuthServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn audit(&self) -> AuditClient {
+        AuditServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+}
+
+/// Checks the URL before tonic sees it: TLS is not built into this client yet, and a
+/// token must not be sent to an `https://` URL over plain text by mistake.
+fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
+    let uri: Uri = server
+        .parse()
+        .with_context(|| format!("invalid server url {server}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            bail!("server url {server}: scheme {other} is not supported; use http://host:port")
+        }
+        None => bail!("server url {server}: missing scheme; use http://host:port"),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        bail!("server url {server}: missing host");
+    }
+    Ok(Endpoint::from(uri)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(token: &str, expires_at: Option<i64>) -> StoredCredential {
+        StoredCredential {
+            server: "http://a:7070".into(),
+            token: token.into(),
+            principal: "user/admin".into(),
+            expires_at: expires_at.and_then(|s| DateTime::from_timestamp(s, 0)),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn flag_token_wins_over_stored() -> anyhow::Result<()> {
+        let token = resolve_token(
+            "http://a:7070",
+            Some("from-flag"),
+            Some(stored("from-file", None)),
+            now(),
+        )?;
+        assert_eq!(token, "from-flag");
+        Ok(())
+    }
+
+    #[test]
+    fn stored_token_is_used_without_flag() -> anyhow::Result<()> {
+        let stored = Some(stored("from-file", Some(1_900_000_000)));
+        assert_eq!(
+            resolve_token("http://a:7070", None, stored, now())?,
+            "from-file"
+        );
+        let stored = Some(self::stored("from-file", None));
+        assert_eq!(
+            resolve_token("http://a:7070", Some("  "), stored, now())?,
+            "from-file"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn no_token_says_how_to_get_one() {
+        let err = resolve_token("http://a:7070", None, None, now()).err();
+        assert_eq!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("not logged in to http://a:7070; run bosun login")
+        );
+    }
+
+    #[test]
+    fn an_expired_stored_token_is_refused_locally() {
+        let err = resolve_token(
+            "http://a:7070",
+            None,
+            Some(stored("old", Some(1_700_000_000))),
+            now(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert_eq!(
+            err,
+            "the token for http://a:7070 expired at 2023-11-14T22:13:20Z; run bosun login"
+        );
+    }
+
+    #[test]
+    fn interceptor_adds_only_the_bearer_header() -> anyhow::Result<()> {
+        let mut with_token = BearerAuth::new(Some("t0k"))?;
+        let request = with_token.call(tonic::Request::new(()))?;
+        let headers = request.metadata().clone().into_headers();
+        assert_eq!(headers.len(), 1);
+        assert_eq!(
+            headers.get("authorization").and_then(|v| v.to_str().ok()),
+            Some("Bearer t0k")
+        );
+
+        let mut without = BearerAuth::new(None)?;
+        let request = without.call(tonic::Request::new(()))?;
+        assert!(request.metadata().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_token_with_a_newline_is_refused() {
+        assert!(BearerAuth::new(Some("a\nb")).is_err());
+    }
+
+    #[test]
+    fn only_plain_http_urls_are_accepted() {
+        assert!(endpoint("http://127.0.0.1:7070").is_ok());
+        for bad in ["https://h:7070", "127.0.0.1:7070", "http://", "not a url"] {
+            assert!(endpoint(bad).is_err(), "{bad} was accepted");
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! `bosun server` (all-in-one: the gateway and every service in one process on an embedded
+//! SQLite store and the in-process queue) and `bosun serve <service>` (one service alone,
+//! from the very same library code, for distributed deployments).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bosun_audit::{AuditLog, AuditServiceImpl};
+use bosun_auth::{KeyRing, TokenVerifier};
+use bosun_core::lifecycle::{Tasks, cancel_on_signals};
+use bosun_gateway::{AuthConfig, Bootstrap, GatewayDeps, LocalServices};
+use bosun_queue::{MemoryQueue, Queue, QueueOptions, RedisQueue};
+use bosun_telemetry::{LogFormat, Metrics, TelemetryConfig};
+use figment::value::Value;
+use sea_orm::DatabaseConnection;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+
+const AUDIT_SERVICE: &str = "bosun.audit.v1.AuditService";
+
+/// A secret in configuration: never printed, never serialized back.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(SecretString);
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+/// Everything a Bosun process reads from bosun.toml, `BOSUN_*` and flags.
+/// deploy/bosun.example.toml documents each key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub admin_password: Option<Secret>,
+    pub log_format: String,
+    pub log_filter: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub auth: AuthConfig,
+    /// gRPC service name → `http://host:port` of the process serving it.
+    pub routes: BTreeMap<String, String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7070".into(),
+            data_dir: PathBuf::from("./bosun-data"),
+            database_url: None,
+            redis_url: None,
+            admin_password: None,
+            log_format: "pretty".into(),
+            log_filter: None,
+            shutdown_grace: Duration::from_secs(10),
+            auth: AuthConfig::default(),
+            routes: BTreeMap::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> anyhow::Result<(SocketAddr, LogFormat)> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "listen: {:?} is not an address like 127.0.0.1:7070",
+                self.listen
+            )
+        })?;
+        let format: LogFormat = self
+            .log_format
+            .parse()
+            .map_err(|error| anyhow::anyhow!("log_format: {error}"))?;
+        self.auth.validate().map_err(anyhow::Error::msg)?;
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            anyhow::bail!("redis_url: must start with redis:// or rediss://");
+        }
+        if self.shutdown_grace > Duration::from_secs(300) {
+            anyhow::bail!("shutdown_grace: must be at most 5m");
+        }
+        Ok((listen, format))
+    }
+
+    fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| bosun_store::sqlite_url(&self.data_dir.join("bosun.db")))
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.auth
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("jwt.json"))
+    }
+}
+
+/// Flags shared by `server` and `serve`. Each overrides bosun.toml and `BOSUN_*`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Configuration file (TOML). Default: ./bosun.toml when it exists.
+    #[arg(long, env = "BOSUN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7070].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory for the embedded store, keys and objects [default: ./bosun-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// postgres://… or sqlite://… [default: SQLite file in the data dir].
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// redis://… [default: the in-process queue].
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Log format: pretty or json.
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+/// Flags of `bosun server`.
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Which service `bosun serve` runs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceName {
+    /// The public edge with identity; routes other services per `[routes]`.
+    Gateway,
+    /// bosun.audit.v1.AuditService.
+    Audit,
+}
+
+/// Flags of `bosun serve <service>`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The service to run.
+    pub service: ServiceName,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Loads the configuration: defaults, bosun.toml, `BOSUN_*`, flags.
+pub fn load_config(
+    args: &CommonArgs,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<ServerConfig> {
+    let default_file = Path::new("bosun.toml");
+    let file = match &args.config {
+        Some(path) => Some(path.as_path()),
+        None if default_file.exists() => Some(default_file),
+        None => None,
+    };
+    let mut flags = BTreeMap::new();
+    let mut set = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            flags.insert(key.to_owned(), Value::from(value));
+        }
+    };
+    set("listen", args.listen.clone());
+    set(
+        "data_dir",
+        args.data_dir.as_ref().map(|p| p.display().to_string()),
+    );
+    set("database_url", args.database_url.clone());
+    set("redis_url", args.redis_url.clone());
+    set("log_format", args.log_format.clone());
+    // Variables of the client side and of tests share the prefix but are not server settings.
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .filter(|(key, _)| {
+            !NOT_SERVER_SETTINGS.contains(&key.as_str()) && !key.starts_with("BOSUN_TEST_")
+        })
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    Ok(bosun_core::config::load(file, &env, &flags)?)
+}
+
+/// `BOSUN_*` variables that are not server settings.
+const NOT_SERVER_SETTINGS: &[&str] = &[
+    "BOSUN_CONFIG",
+    "BOSUN_CONFIG_DIR",
+    "BOSUN_SERVER",
+    "BOSUN_TOKEN",
+];
+
+/// What every process starts with: configuration, telemetry, shutdown.
+struct Process {
+    config: ServerConfig,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Tasks,
+    telemetry: bosun_telemetry::TelemetryGuard,
+    metrics: Metrics,
+}
+
+impl Process {
+    fn start(args: &CommonArgs, name: &str) -> anyhow::Result<Self> {
+        let env = bosun_core::config::process_env();
+        let config = load_config(args, &env)?;
+        let (listen, log_format) = config.validate()?;
+        let telemetry = bosun_telemetry::init(&TelemetryConfig {
+            service_name: name.to_owned(),
+            log_format,
+            log_filter: config.log_filter.clone(),
+            otlp_endpoint: env
+                .get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .filter(|v| !v.is_empty())
+                .cloned(),
+        })?;
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        Ok(Process {
+            listen,
+            tasks: Tasks::new(shutdown.clone()),
+            shutdown,
+            telemetry,
+            metrics: Metrics::new(name),
+            config,
+        })
+    }
+
+    async fn open_store(&self) -> anyhow::Result<DatabaseConnection> {
+        create_private_dir(&self.config.data_dir)?;
+        let db = bosun_store::connect(&self.config.database_url()).await?;
+        Ok(db)
+    }
+
+    async fn open_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
+        Ok(match &self.config.redis_url {
+            Some(url) => {
+                Arc::new(RedisQueue::connect(url, "bosun:", QueueOptions::default()).await?)
+            }
+            None => Arc::new(MemoryQueue::new(QueueOptions::default())),
+        })
+    }
+
+    /// Serves `router` until shutdown, then drains within `shutdown_grace` and flushes
+    /// telemetry last.
+    async fn run(self, router: axum::Router) -> anyhow::Result<()> {
+        let listener = TcpListener::bind(self.listen)
+            .await
+            .with_context(|| format!("listen on {}", self.listen))?;
+        tracing::info!(address = %listener.local_addr()?, "bosun is listening");
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn_critical("grpc-server", async move {
+            bosun_gateway::host::serve(listener, router, shutdown).await
+        });
+        self.shutdown.cancelled().await;
+        if !self.tasks.wait(self.config.shutdown_grace).await {
+            tracing::warn!(grace = ?self.config.shutdown_grace, "calls still open at the shutdown deadline were cut");
+        }
+        tracing::info!("bosun stopped");
+        self.telemetry.shutdown().await;
+        Ok(())
+    }
+}
+
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("create data directory {}", path.display()))
+}
+
+/// Runs the all-in-one server.
+pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let process = Process::start(&args.common, "bosun-server")?;
+    let db = process.open_store().await?;
+    // The queue is not used by any service yet; opening it checks Redis at start-up, so a bad
+    // BOSUN_REDIS_URL fails now rather than at the first command.
+    let _queue = process.open_queue().await?;
+    bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+    bosun_store::migrate::<bosun_gateway::identity::Migrator>(&db).await?;
+    let audit = AuditLog::new(db.clone());
+    report_bootstrap(bosun_gateway::bootstrap(&db, &audit, admin_password(&process.config)).await?);
+    let keys = KeyRing::load_or_create(&process.config.key_file())?;
+
+    let local = LocalServices {
+        routes: Routes::default().add_service(AuditServiceImpl::new(db.clone()).into_server()),
+        names: vec![AUDIT_SERVICE],
+    };
+    let router = bosun_gateway::build(
+        &process.config.auth,
+        &process.config.routes,
+        GatewayDeps {
+            db,
+            audit,
+            keys,
+            metrics: process.metrics.clone(),
+        },
+        local,
+    )
+    .await?;
+    process.run(router).await
+}
+
+/// Runs one service on its own.
+pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    match args.service {
+        ServiceName::Gateway => {
+            let process = Process::start(&args.common, "bosun-gateway")?;
+            let db = process.open_store().await?;
+            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_gateway::identity::Migrator>(&db).await?;
+            let audit = AuditLog::new(db.clone());
+            report_bootstrap(
+                bosun_gateway::bootstrap(&db, &audit, admin_password(&process.config)).await?,
+            );
+            let keys = KeyRing::load_or_create(&process.config.key_file())?;
+            let router = bosun_gateway::build(
+                &process.config.auth,
+                &process.config.routes,
+                GatewayDeps {
+                    db,
+                    audit,
+                    keys,
+                    metrics: process.metrics.clone(),
+                },
+                LocalServices {
+                    routes: Routes::default(),
+                    names: Vec::new(),
+                },
+            )
+            .await?;
+            process.run(router).await
+        }
+        ServiceName::Audit => {
+            let process = Process::start(&args.common, "bosun-audit")?;
+            let db = process.open_store().await?;
+            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            let key_file = process.config.key_file();
+            let keys = KeyRing::load(&key_file).with_context(|| {
+                format!(
+                    "read the gateway's key ring {} (auth.key_file)",
+                    key_file.display()
+                )
+            })?;
+            let verifier = Arc::new(TokenVerifier::new(
+                &keys.verifying_keys(),
+                &process.config.auth.issuer,
+            )?);
+            let inner = bosun_gateway::host::service_router(
+                Routes::default().add_service(AuditServiceImpl::new(db).into_server()),
+                verifier,
+                &[AUDIT_SERVICE],
+            )
+            .await?;
+            let router = bosun_gateway::host::standalone_router(inner, process.metrics.clone());
+            process.run(router).await
+        }
+    }
+}
+
+fn admin_password(config: &ServerConfig) -> Option<SecretString> {
+    config
+        .admin_password
+        .as_ref()
+        .map(|secret| secret.0.clone())
+}
+
+fn report_bootstrap(outcome: Bootstrap) {
+    match outcome {
+        Bootstrap::AlreadyInitialised => {}
+        Bootstrap::CreatedAdmin => {
+            tracing::info!(
+                "first start: created user admin with the password from BOSUN_ADMIN_PASSWORD"
+            );
+        }
+        Bootstrap::CreatedAdminWithGeneratedPassword(password) => {
+            // Shown once, on the terminal only: never through tracing, which may ship logs.
+            eprintln!(
+                "\n  First start: created user `admin` with password\n\n      {}\n\n  It is shown only this once. Log in with `bosun login`, then change it with `bosun users passwd`.\n",
+                password.expose_secret()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> CommonArgs {
+        CommonArgs {
+            config: None,
+            listen: None,
+            data_dir: None,
+            database_url: None,
+            redis_url: None,
+            log_format: None,
+        }
+    }
+
+    #[test]
+    fn environment_names_from_the_readme_apply() -> anyhow::Result<()> {
+        let env = BTreeMap::from([
+            ("BOSUN_LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+            (
+                "BOSUN_DATABASE_URL".to_string(),
+                "postgres://postgres@127.0.0.1/test".to_string(),
+            ),
+            (
+                "BOSUN_REDIS_URL".to_string(),
+                "redis://127.0.0.1:6379".to_string(),
+            ),
+            (
+                "BOSUN_ADMIN_PASSWORD".to_string(),
+                "123456789012".to_string(),
+            ),
+            ("BOSUN_AUTH__CACHE_TTL".to_string(), "5s".to_string()),
+        ]);
+        let config = load_config(&args(), &env)?;
+        config.validate()?;
+        assert_eq!(config.listen, "127.0.0.1:9999");
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://postgres@127.0.0.1/test")
+        );
+        assert_eq!(config.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(
+            admin_password(&config)
+                .map(|p| p.expose_secret().to_owned())
+                .as_deref(),
+            Some("123456789012")
+        );
+        assert_eq!(config.auth.cache_ttl, Duration::from_secs(5));
+        Ok(())
+    }
+
+    #[test]
+    fn flags_beat_the_environment() -> anyhow::Result<()> {
+        let env = BTreeMap::from([("BOSUN_LISTEN".to_string(), "127.0.0.1:9999".to_string())]);
+        let mut flags = args();
+        flags.listen = Some("127.0.0.1:1234".into());
+        assert_eq!(load_config(&flags, &env)?.listen, "127.0.0.1:1234");
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_settings_are_named() -> anyhow::Result<()> {
+        let env = BTreeMap::from([("BOSUN_LISTEN".to_string(), "everywhere".to_string())]);
+        let error = load_config(&args(), &env)?
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.starts_with("listen:"), "{error}");
+        let env = BTreeMap::from([("BOSUN_AUTH__CACHE_TTL".to_string(), "5m".to_string())]);
+        let error = load_config(&args(), &env)?
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.starts_with("auth.cache_ttl:"), "{error}");
+        let env = BTreeMap::from([("BOSUN_NO_SUCH_SETTING".to_string(), "1".to_string())]);
+        assert!(load_config(&args(), &env).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn secrets_do_not_serialize() -> anyhow::Result<()> {
+        let config = ServerConfig {
+            admin_password: Some(Secret(SecretString::from("hunter2hunter2"))),
+            ..ServerConfig::default()
+        };
+        let json = serde_json::to_string(&config)?;
+        assert!(!json.contains("hunter2"));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod example_config {
+    use super::*;
+
+    /// The documented example parses, and so does every commented-out setting in it, so the
+    /// documentation cannot drift from the settings the server accepts.
+    #[test]
+    fn the_example_config_documents_real_settings() -> anyhow::Result<()> {
+        let example = include_str!("../../deploy/bosun.example.toml");
+        let uncommented: String = example
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(key, _)| {
+                        !key.contains(' ') && (key.starts_with('"') || key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                    }) =>
+                {
+                    rest.to_owned()
+                }
+                _ => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_ne!(uncommented, example, "nothing was uncommented");
+        let dir = tempfile::tempdir()?;
+        for (name, text) in [("plain.toml", example), ("full.toml", uncommented.as_str())] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text)?;
+            let args = CommonArgs {
+                config: Some(path),
+                listen: None,
+                data_dir: None,
+                database_url: None,
+                redis_url: None,
+                log_format: None,
+            };
+            let config = load_config(&args, &BTreeMap::new())?;
+            config.validate()?;
+            if name == "full.toml" {
+                assert!(config.database_url.is_some() && config.redis_url.is_some());
+                assert!(config.admin_password.is_some() && config.auth.key_file.is_some());
+                assert_eq!(config.routes.len(), 1);
+            }
+        }
+        Ok(())
+    }
+}
