@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bosun_auth::{
-    CLIENT_AUDIENCE, Claims, INTERNAL_AUDIENCE, PolicyDocument, Principal, TokenIssuer, TokenVerifier,
+    CLIENT_AUDIENCE, Claims, INTERNAL_AUDIENCE, PolicyDocument, Principal, TokenIssuer,
+    TokenVerifier,
 };
 use bosun_core::ApiError;
 use chrono::Utc;
@@ -27,6 +28,26 @@ const MAX_CACHE_ENTRIES: usize = 50_000;
 
 /// Session ids of tokens exchanged from API keys start with this.
 pub const API_KEY_PREFIX: &str = "ak-";
+
+/// The session id of a password login: it names the password it was made with (by the time
+/// that password was set, in milliseconds), so changing the password ends every session made
+/// with the old one — exactly, with no clock-granularity window.
+pub fn login_session_id(password_set_at: chrono::DateTime<Utc>) -> String {
+    format!(
+        "login-{}-{}",
+        password_set_at.timestamp_millis(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn login_password_set_at(session_id: &str) -> Option<i64> {
+    session_id
+        .strip_prefix("login-")?
+        .split_once('-')?
+        .0
+        .parse()
+        .ok()
+}
 
 #[derive(Clone)]
 struct Session {
@@ -80,7 +101,10 @@ impl Authenticator {
     /// Verifies a client token and returns the internal token to forward.
     pub async fn exchange(&self, client_token: &str) -> Result<(Arc<str>, Principal), ApiError> {
         let now = Instant::now();
-        let claims = self.verifier.verify(client_token, CLIENT_AUDIENCE).map_err(ApiError::from)?;
+        let claims = self
+            .verifier
+            .verify(client_token, CLIENT_AUDIENCE)
+            .map_err(ApiError::from)?;
         let principal = Principal::parse(&claims.sub)
             .map_err(|_| ApiError::Unauthenticated("token names no valid principal".into()))?;
         if let Some(hit) = self
@@ -106,7 +130,8 @@ impl Authenticator {
             .map_err(ApiError::from)?;
         let token: Arc<str> = Arc::from(token);
         // Never reuse an internal token past the client token's own expiry.
-        let client_left = Duration::from_secs(u64::try_from(claims.exp - Utc::now().timestamp()).unwrap_or(0));
+        let client_left =
+            Duration::from_secs(u64::try_from(claims.exp - Utc::now().timestamp()).unwrap_or(0));
         let until = now + self.cache_ttl.min(client_left);
         let mut exchanged = self.exchanged.lock().map_err(ApiError::internal)?;
         sweep(&mut exchanged, now);
@@ -158,27 +183,43 @@ impl Authenticator {
 
     /// Ok(session) or Err(reason the session no longer stands). Store failures are errors
     /// of their own and are not cached.
-    async fn load_session(&self, principal: &Principal, claims: &Claims) -> Result<Result<Session, String>, ApiError> {
+    async fn load_session(
+        &self,
+        principal: &Principal,
+        claims: &Claims,
+    ) -> Result<Result<Session, String>, ApiError> {
         let Principal::User(username) = principal else {
             return Ok(Err(format!("{principal} cannot use client tokens")));
         };
-        let Some((_, password_changed_at)) = identity::get_credentials(&self.db, username).await? else {
-            return Ok(Err("token is no longer valid: the user no longer exists".into()));
+        let Some((_, password_changed_at)) = identity::get_credentials(&self.db, username).await?
+        else {
+            return Ok(Err(
+                "token is no longer valid: the user no longer exists".into()
+            ));
         };
         if claims.sid.starts_with(API_KEY_PREFIX) {
             match identity::get_api_key(&self.db, &claims.sid).await? {
                 Some(key) if key.username == *username => {
                     if key.revoked_at.is_some() {
-                        return Ok(Err("token is no longer valid: its api key was revoked".into()));
+                        return Ok(Err(
+                            "token is no longer valid: its api key was revoked".into()
+                        ));
                     }
                     if key.expires_at.is_some_and(|at| at <= Utc::now()) {
                         return Ok(Err("token is no longer valid: its api key expired".into()));
                     }
                 }
-                _ => return Ok(Err("token is no longer valid: its api key no longer exists".into())),
+                _ => {
+                    return Ok(Err(
+                        "token is no longer valid: its api key no longer exists".into(),
+                    ));
+                }
             }
-        } else if password_changed_at.timestamp() > claims.iat {
-            return Ok(Err("token is no longer valid: the password changed; log in again".into()));
+        } else if login_password_set_at(&claims.sid) != Some(password_changed_at.timestamp_millis())
+        {
+            return Ok(Err(
+                "token is no longer valid: the password changed; log in again".into(),
+            ));
         }
         let roles = identity::user_roles(&self.db, username).await?;
         let mut policies = Vec::new();
@@ -188,7 +229,9 @@ impl Authenticator {
                 // Stored documents were validated on write; one that no longer parses (after
                 // an upgrade tightened the grammar, say) grants nothing rather than failing
                 // every call of every holder.
-                Err(error) => tracing::error!(%error, %principal, "stored policy does not parse; ignored"),
+                Err(error) => {
+                    tracing::error!(%error, %principal, "stored policy does not parse; ignored")
+                }
             }
         }
         Ok(Ok(Session { roles, policies }))

@@ -1,8 +1,8 @@
 //! First start: an empty store gets the built-in `admin` role and an `admin` user.
 
-use bosun_audit::{AuditLog, AuditRecord, AuditOutcome};
+use bosun_audit::{AuditLog, AuditOutcome, AuditRecord};
 use bosun_core::ApiError;
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 
 use crate::identity::{self, ADMIN_POLICY_DOCUMENT, ADMIN_POLICY_NAME, ADMIN_ROLE};
@@ -36,20 +36,27 @@ pub async fn bootstrap(
         }
         None => {
             let mut bytes = [0u8; 18];
-            aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("system random number generator failed"))?;
-            let encoded = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+            aws_lc_rs::rand::fill(&mut bytes)
+                .map_err(|_| ApiError::internal("system random number generator failed"))?;
+            let encoded =
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
             (SecretString::from(encoded), true)
         }
     };
     let hash = passwords::hash(password.clone()).await?;
-    let txn = db.begin().await.map_err(ApiError::internal)?;
+    let txn = bosun_store::begin_write(db)
+        .await
+        .map_err(ApiError::internal)?;
     if identity::get_role(&txn, ADMIN_ROLE).await?.is_none() {
         identity::create_role(
             &txn,
             ADMIN_ROLE,
             "Full access to everything (built in)",
             true,
-            &[(ADMIN_POLICY_NAME.to_owned(), ADMIN_POLICY_DOCUMENT.to_owned())],
+            &[(
+                ADMIN_POLICY_NAME.to_owned(),
+                ADMIN_POLICY_DOCUMENT.to_owned(),
+            )],
         )
         .await?;
     }

@@ -64,7 +64,11 @@ struct EdgeState {
 }
 
 impl Edge {
-    pub fn new(authenticator: Arc<Authenticator>, local: axum::Router, remotes: HashMap<String, RemoteBackend>) -> Self {
+    pub fn new(
+        authenticator: Arc<Authenticator>,
+        local: axum::Router,
+        remotes: HashMap<String, RemoteBackend>,
+    ) -> Self {
         Edge {
             state: Arc::new(EdgeState {
                 authenticator,
@@ -96,10 +100,13 @@ impl EdgeState {
             };
             match self.authenticator.exchange(token).await {
                 Ok((internal, principal)) => {
-                    tracing::Span::current().record("principal", tracing::field::display(&principal));
+                    tracing::Span::current()
+                        .record("principal", tracing::field::display(&principal));
                     match HeaderValue::from_str(&format!("Bearer {internal}")) {
                         Ok(value) => {
-                            request.headers_mut().insert(http::header::AUTHORIZATION, value);
+                            request
+                                .headers_mut()
+                                .insert(http::header::AUTHORIZATION, value);
                         }
                         Err(error) => return status_response(ApiError::internal(error)),
                     }
@@ -108,8 +115,14 @@ impl EdgeState {
             }
         }
 
-        let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+        let service = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
         if let Some(remote) = self.remotes.get(service) {
+            // The backend's span hangs under the gateway's, not the client's.
+            bosun_telemetry::inject_http(request.headers_mut());
             return remote.forward(request).await;
         }
         match self.local.clone().oneshot(request).await {
@@ -142,7 +155,9 @@ mod tests {
     fn only_login_health_and_reflection_are_public() {
         assert!(is_public("/bosun.auth.v1.AuthService/Login"));
         assert!(is_public("/grpc.health.v1.Health/Check"));
-        assert!(is_public("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
+        assert!(is_public(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        ));
         assert!(!is_public("/bosun.auth.v1.AuthService/LoginX"));
         assert!(!is_public("/bosun.auth.v1.AuthService/GetCallerIdentity"));
         assert!(!is_public("/grpc.health.v1.HealthX/Check"));
@@ -151,11 +166,20 @@ mod tests {
     #[test]
     fn bearer_tokens_are_read_case_insensitively() {
         let mut headers = http::HeaderMap::new();
-        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
         assert_eq!(bearer(&headers), Some("abc"));
-        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic abc"),
+        );
         assert_eq!(bearer(&headers), None);
-        headers.insert(http::header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer "),
+        );
         assert_eq!(bearer(&headers), None);
     }
 }

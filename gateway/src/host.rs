@@ -27,9 +27,13 @@ pub async fn service_router(
     service_names: &[&str],
 ) -> anyhow::Result<axum::Router> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
     for name in service_names {
-        reporter.set_service_status(*name, ServingStatus::Serving).await;
+        reporter
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
     }
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(bosun_proto::FILE_DESCRIPTOR_SET)
@@ -54,8 +58,11 @@ pub async fn service_router(
 /// trace and gRPC-web layers.
 pub fn process_router<S>(inner: S, metrics: Metrics) -> axum::Router
 where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
-        + Clone
+    S: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = std::convert::Infallible,
+        > + Clone
         + Send
         + Sync
         + 'static,
@@ -69,7 +76,10 @@ where
                 let metrics = rendered.clone();
                 async move {
                     (
-                        [(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
                         metrics.render(),
                     )
                 }
@@ -85,16 +95,23 @@ where
 
 /// Serves `router` on `listener` until `shutdown` fires, then stops accepting and lets open
 /// calls finish (the caller bounds that with a deadline).
-pub async fn serve(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // Without TCP_NODELAY small gRPC frames wait on Nagle and delayed ACKs (~40 ms).
     let listener = listener.tap_io(|tcp| {
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await?;
     Ok(())
 }
 

@@ -70,14 +70,20 @@ impl AuthConfig {
         if self.issuer.is_empty() {
             return Err("auth.issuer: must not be empty".into());
         }
-        if self.token_ttl < Duration::from_secs(60) || self.token_ttl > Duration::from_secs(7 * 24 * 3600) {
+        if self.token_ttl < Duration::from_secs(60)
+            || self.token_ttl > Duration::from_secs(7 * 24 * 3600)
+        {
             return Err("auth.token_ttl: must be between 1m and 7days".into());
         }
-        if self.internal_token_ttl < Duration::from_secs(5) || self.internal_token_ttl > Duration::from_secs(60) {
+        if self.internal_token_ttl < Duration::from_secs(5)
+            || self.internal_token_ttl > Duration::from_secs(60)
+        {
             return Err("auth.internal_token_ttl: must be between 5s and 60s".into());
         }
         if self.cache_ttl > Duration::from_secs(30) {
-            return Err("auth.cache_ttl: must be at most 30s so revocations apply within 60s".into());
+            return Err(
+                "auth.cache_ttl: must be at most 30s so revocations apply within 60s".into(),
+            );
         }
         Ok(())
     }
@@ -109,7 +115,10 @@ pub async fn build(
     let issuer = Arc::new(TokenIssuer::new(deps.keys.active().clone(), &config.issuer));
     // One verifier serves both checks: the audience argument of each `verify` call keeps a
     // client token from passing as an internal one and back.
-    let verifier = Arc::new(TokenVerifier::new(&deps.keys.verifying_keys(), &config.issuer)?);
+    let verifier = Arc::new(TokenVerifier::new(
+        &deps.keys.verifying_keys(),
+        &config.issuer,
+    )?);
     let authenticator = Arc::new(Authenticator::new(
         deps.db.clone(),
         issuer.clone(),
@@ -128,7 +137,9 @@ pub async fn build(
     let mut remotes = HashMap::new();
     for (name, url) in routes {
         if name == AUTH_SERVICE {
-            anyhow::bail!("routes.\"{name}\": the gateway serves identity itself; remove this route");
+            anyhow::bail!(
+                "routes.\"{name}\": the gateway serves identity itself; remove this route"
+            );
         }
         remotes.insert(name.clone(), RemoteBackend::new(name, url)?);
     }

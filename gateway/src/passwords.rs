@@ -57,7 +57,13 @@ mod tests {
     async fn hash_then_verify() -> Result<(), ApiError> {
         let hashed = hash(SecretString::from("correct horse battery")).await?;
         assert!(hashed.starts_with("$argon2id$"));
-        assert!(verify(SecretString::from("correct horse battery"), Some(hashed.clone())).await?);
+        assert!(
+            verify(
+                SecretString::from("correct horse battery"),
+                Some(hashed.clone())
+            )
+            .await?
+        );
         assert!(!verify(SecretString::from("wrong horse battery"), Some(hashed)).await?);
         assert!(!verify(SecretString::from("anything at all"), None).await?);
         Ok(())

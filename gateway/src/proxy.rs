@@ -64,7 +64,12 @@ impl RemoteBackend {
         }
         match parts.build() {
             Ok(uri) => *request.uri_mut() = uri,
-            Err(error) => return status_response(ApiError::internal(format!("route to {}: {error}", self.name))),
+            Err(error) => {
+                return status_response(ApiError::internal(format!(
+                    "route to {}: {error}",
+                    self.name
+                )));
+            }
         }
         *request.version_mut() = http::Version::HTTP_2;
         match self.client.request(request).await {

@@ -9,16 +9,18 @@ use std::time::Duration;
 
 use base64::Engine;
 use bosun_audit::{AuditLog, AuditOutcome, AuditRecord};
-use bosun_auth::{AuthContext, CLIENT_AUDIENCE, Decision, PolicyDocument, Principal, TokenIssuer, auth_context};
+use bosun_auth::{
+    AuthContext, CLIENT_AUDIENCE, Decision, PolicyDocument, Principal, TokenIssuer, auth_context,
+};
 use bosun_core::ApiError;
 use bosun_proto::auth::v1 as pb;
 use bosun_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 
-use crate::authenticator::{API_KEY_PREFIX, Authenticator};
+use crate::authenticator::{API_KEY_PREFIX, Authenticator, login_session_id};
 use crate::identity::{self, ApiKeyRecord, RoleRecord, UserRecord};
 use crate::passwords;
 
@@ -107,7 +109,10 @@ fn page_size(max_results: i32) -> Result<u64, ApiError> {
     match max_results {
         0 => Ok(DEFAULT_PAGE),
         n if (1..=MAX_PAGE).contains(&n) => Ok(u64::try_from(n).unwrap_or(DEFAULT_PAGE)),
-        _ => Err(ApiError::invalid("max_results", format!("must be 1-{MAX_PAGE}"))),
+        _ => Err(ApiError::invalid(
+            "max_results",
+            format!("must be 1-{MAX_PAGE}"),
+        )),
     }
 }
 
@@ -143,8 +148,10 @@ fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
 }
 
 fn from_timestamp(field: &str, value: &prost_types::Timestamp) -> Result<DateTime<Utc>, ApiError> {
-    let nanos = u32::try_from(value.nanos).map_err(|_| ApiError::invalid(field, "nanos must be 0-999999999"))?;
-    DateTime::from_timestamp(value.seconds, nanos).ok_or_else(|| ApiError::invalid(field, "is out of range"))
+    let nanos = u32::try_from(value.nanos)
+        .map_err(|_| ApiError::invalid(field, "nanos must be 0-999999999"))?;
+    DateTime::from_timestamp(value.seconds, nanos)
+        .ok_or_else(|| ApiError::invalid(field, "is out of range"))
 }
 
 fn user_to_proto(user: UserRecord) -> pb::User {
@@ -199,7 +206,8 @@ fn sha256_hex(data: &[u8]) -> String {
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
     let mut bytes = [0u8; N];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("system random number generator failed"))?;
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| ApiError::internal("system random number generator failed"))?;
     Ok(bytes)
 }
 
@@ -216,12 +224,19 @@ fn api_key_id(secret: &str) -> Option<&str> {
 
 /// Checks `action` on `resource`. Self-service calls (a user acting on itself: its own
 /// password and API keys) are allowed unless a policy explicitly denies them.
-fn authorize(caller: &AuthContext, action: &str, resource: &str, self_service: bool) -> Result<(), ApiError> {
+fn authorize(
+    caller: &AuthContext,
+    action: &str,
+    resource: &str,
+    self_service: bool,
+) -> Result<(), ApiError> {
     let tags = BTreeMap::new();
     if self_service && caller.decide(action, resource, &tags) != Decision::ExplicitDeny {
         return Ok(());
     }
-    caller.authorize(action, resource, &tags).map_err(ApiError::from)
+    caller
+        .authorize(action, resource, &tags)
+        .map_err(ApiError::from)
 }
 
 fn is_self(caller: &AuthContext, username: &str) -> bool {
@@ -233,7 +248,10 @@ fn target_user(caller: &AuthContext, field: &str, username: &str) -> Result<Stri
     if username.is_empty() {
         return match &caller.principal {
             Principal::User(name) => Ok(name.clone()),
-            other => Err(ApiError::invalid(field, format!("is required when the caller is {other}"))),
+            other => Err(ApiError::invalid(
+                field,
+                format!("is required when the caller is {other}"),
+            )),
         };
     }
     validate_username(field, username)?;
@@ -243,15 +261,26 @@ fn target_user(caller: &AuthContext, field: &str, username: &str) -> Result<Stri
 impl AuthServiceImpl {
     /// Runs `change` in a transaction after `authorization` passed, and audits the outcome:
     /// with the change on success, on its own after a rollback on failure or denial.
-    async fn audited<T, F>(&self, record: AuditRecord, authorization: Result<(), ApiError>, change: F) -> Result<T, ApiError>
+    async fn audited<T, F>(
+        &self,
+        record: AuditRecord,
+        authorization: Result<(), ApiError>,
+        change: F,
+    ) -> Result<T, ApiError>
     where
-        F: for<'t> FnOnce(&'t DatabaseTransaction) -> futures::future::BoxFuture<'t, Result<T, ApiError>>,
+        F: for<'t> FnOnce(
+            &'t DatabaseTransaction,
+        ) -> futures::future::BoxFuture<'t, Result<T, ApiError>>,
     {
         if let Err(denied) = authorization {
-            self.audit.record(record.outcome(AuditOutcome::Denied)).await?;
+            self.audit
+                .record(record.outcome(AuditOutcome::Denied))
+                .await?;
             return Err(denied);
         }
-        let txn = self.db.begin().await.map_err(ApiError::internal)?;
+        let txn = bosun_store::begin_write(&self.db)
+            .await
+            .map_err(ApiError::internal)?;
         match change(&txn).await {
             Ok(value) => {
                 self.audit.record_in(&txn, record).await?;
@@ -282,7 +311,14 @@ impl AuthServiceImpl {
         let principal = Principal::User(username.to_owned());
         let (token, claims) = self
             .issuer
-            .issue(&principal, CLIENT_AUDIENCE, session_id, roles, Vec::new(), ttl)
+            .issue(
+                &principal,
+                CLIENT_AUDIENCE,
+                session_id,
+                roles,
+                Vec::new(),
+                ttl,
+            )
             .map_err(ApiError::from)?;
         Ok(pb::LoginResponse {
             token,
@@ -294,27 +330,44 @@ impl AuthServiceImpl {
         })
     }
 
-    async fn login(&self, request: &Request<pb::LoginRequest>) -> Result<pb::LoginResponse, ApiError> {
+    async fn login(
+        &self,
+        request: &Request<pb::LoginRequest>,
+    ) -> Result<pb::LoginResponse, ApiError> {
         let body = request.get_ref();
         let failed = || ApiError::Unauthenticated("invalid credentials".into());
         if !body.api_key.is_empty() {
             if !body.username.is_empty() || !body.password.is_empty() {
-                return Err(ApiError::invalid("api_key", "give either api_key, or username and password, not both"));
+                return Err(ApiError::invalid(
+                    "api_key",
+                    "give either api_key, or username and password, not both",
+                ));
             }
             let record = AuditRecord::anonymous(request, "auth:Login", "api-key:unknown");
             let Some(key_id) = api_key_id(&body.api_key) else {
-                self.audit.record(record.outcome(AuditOutcome::Failure(tonic::Code::Unauthenticated))).await?;
+                self.audit
+                    .record(record.outcome(AuditOutcome::Failure(tonic::Code::Unauthenticated)))
+                    .await?;
                 return Err(failed());
             };
-            let record = AuditRecord { resource: format!("api-key:{key_id}"), ..record };
+            let record = AuditRecord {
+                resource: format!("api-key:{key_id}"),
+                ..record
+            };
             let key = identity::get_api_key(&self.db, key_id).await?;
             let presented = sha256_hex(body.api_key.as_bytes());
             let usable = key.filter(|key| {
-                let matches: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), key.secret_hash.as_bytes()).into();
-                matches && key.revoked_at.is_none() && key.expires_at.is_none_or(|at| at > Utc::now())
+                let matches: bool =
+                    subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), key.secret_hash.as_bytes())
+                        .into();
+                matches
+                    && key.revoked_at.is_none()
+                    && key.expires_at.is_none_or(|at| at > Utc::now())
             });
             let Some(key) = usable else {
-                self.audit.record(record.outcome(AuditOutcome::Failure(tonic::Code::Unauthenticated))).await?;
+                self.audit
+                    .record(record.outcome(AuditOutcome::Failure(tonic::Code::Unauthenticated)))
+                    .await?;
                 return Err(failed());
             };
             let mut ttl = self.token_ttl;
@@ -323,25 +376,43 @@ impl AuthServiceImpl {
                 ttl = ttl.min(left.max(Duration::from_secs(1)));
             }
             identity::touch_api_key(&self.db, key_id).await?;
-            let response = self.issue_client_token(&key.username, &key.key_id, ttl).await?;
-            self.audit.record(record.by(response.principal.clone())).await?;
+            let response = self
+                .issue_client_token(&key.username, &key.key_id, ttl)
+                .await?;
+            self.audit
+                .record(record.by(response.principal.clone()))
+                .await?;
             return Ok(response);
         }
         validate_username("username", &body.username)?;
         if body.password.is_empty() {
             return Err(ApiError::invalid("password", "is required"));
         }
-        let record = AuditRecord::anonymous(request, "auth:Login", &format!("user:{}", body.username));
+        let record =
+            AuditRecord::anonymous(request, "auth:Login", &format!("user:{}", body.username));
         let stored = identity::get_credentials(&self.db, &body.username).await?;
-        let matches = passwords::verify(SecretString::from(body.password.clone()), stored.map(|(hash, _)| hash)).await?;
-        if !matches {
-            self.audit.record(record.outcome(AuditOutcome::Failure(tonic::Code::Unauthenticated))).await?;
+        let password_set_at = stored.as_ref().map(|(_, changed_at)| *changed_at);
+        let matches = passwords::verify(
+            SecretString::from(body.password.clone()),
+            stored.map(|(hash, _)| hash),
+        )
+        .await?;
+        let Some(password_set_at) = password_set_at.filter(|_| matches) else {
+            self.audit
+                .record(record.outcome(AuditOutcome::Failure(tonic::Code::Unauthenticated)))
+                .await?;
             return Err(failed());
-        }
-        let session_id = format!("login-{}", uuid::Uuid::new_v4().simple());
-        let response = self.issue_client_token(&body.username, &session_id, self.token_ttl).await?;
+        };
+        let session_id = login_session_id(password_set_at);
+        let response = self
+            .issue_client_token(&body.username, &session_id, self.token_ttl)
+            .await?;
         self.audit
-            .record(record.by(response.principal.clone()).details(serde_json::json!({ "session_id": session_id })))
+            .record(
+                record
+                    .by(response.principal.clone())
+                    .details(serde_json::json!({ "session_id": session_id })),
+            )
             .await?;
         Ok(response)
     }
@@ -349,7 +420,10 @@ impl AuthServiceImpl {
 
 #[tonic::async_trait]
 impl AuthService for AuthServiceImpl {
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
         Ok(Response::new(AuthServiceImpl::login(self, &request).await?))
     }
 
@@ -368,7 +442,10 @@ impl AuthService for AuthServiceImpl {
         }))
     }
 
-    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::CreateUserResponse>, Status> {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
         let caller = auth_context(&request)?;
         let body = request.get_ref();
         validate_username("username", &body.username)?;
@@ -381,7 +458,11 @@ impl AuthService for AuthServiceImpl {
         let record = AuditRecord::for_request(&request, &caller, "auth:CreateUser", &resource)
             .details(serde_json::json!({ "roles": body.roles }));
         let authorization = authorize(&caller, "auth:CreateUser", &resource, false);
-        let hash = if authorization.is_ok() { passwords::hash(password).await? } else { String::new() };
+        let hash = if authorization.is_ok() {
+            passwords::hash(password).await?
+        } else {
+            String::new()
+        };
         let (username, roles) = (body.username.clone(), body.roles.clone());
         let user = self
             .audited(record, authorization, move |txn| {
@@ -393,10 +474,18 @@ impl AuthService for AuthServiceImpl {
         }))
     }
 
-    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::GetUserResponse>, Status> {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::GetUserResponse>, Status> {
         let caller = auth_context(&request)?;
         let username = target_user(&caller, "username", &request.get_ref().username)?;
-        authorize(&caller, "auth:GetUser", &format!("user:{username}"), is_self(&caller, &username))?;
+        authorize(
+            &caller,
+            "auth:GetUser",
+            &format!("user:{username}"),
+            is_self(&caller, &username),
+        )?;
         let user = identity::get_user(&self.db, &username)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("user {username} not found")))?;
@@ -405,7 +494,10 @@ impl AuthService for AuthServiceImpl {
         }))
     }
 
-    async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let caller = auth_context(&request)?;
         let body = request.get_ref();
         let page = page_size(body.max_results)?;
@@ -419,12 +511,18 @@ impl AuthService for AuthServiceImpl {
         }))
     }
 
-    async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> Result<Response<pb::DeleteUserResponse>, Status> {
+    async fn delete_user(
+        &self,
+        request: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let caller = auth_context(&request)?;
         let username = request.get_ref().username.clone();
         validate_username("username", &username)?;
         if is_self(&caller, &username) {
-            return Err(ApiError::failed_precondition(format!("user {username} cannot delete itself")).into());
+            return Err(ApiError::failed_precondition(format!(
+                "user {username} cannot delete itself"
+            ))
+            .into());
         }
         let resource = format!("user:{username}");
         let record = AuditRecord::for_request(&request, &caller, "auth:DeleteUser", &resource);
@@ -446,8 +544,17 @@ impl AuthService for AuthServiceImpl {
         passwords::validate("new_password", &password)?;
         let resource = format!("user:{username}");
         let record = AuditRecord::for_request(&request, &caller, "auth:ChangePassword", &resource);
-        let authorization = authorize(&caller, "auth:ChangePassword", &resource, is_self(&caller, &username));
-        let hash = if authorization.is_ok() { passwords::hash(password).await? } else { String::new() };
+        let authorization = authorize(
+            &caller,
+            "auth:ChangePassword",
+            &resource,
+            is_self(&caller, &username),
+        );
+        let hash = if authorization.is_ok() {
+            passwords::hash(password).await?
+        } else {
+            String::new()
+        };
         self.audited(record, authorization, move |txn| {
             Box::pin(async move { identity::set_password(txn, &username, hash).await })
         })
@@ -527,7 +634,12 @@ impl AuthService for AuthServiceImpl {
         let resource = format!("user:{username}");
         let record = AuditRecord::for_request(&request, &caller, "auth:CreateApiKey", &resource)
             .details(serde_json::json!({ "key_id": key_id }));
-        let authorization = authorize(&caller, "auth:CreateApiKey", &resource, is_self(&caller, &username));
+        let authorization = authorize(
+            &caller,
+            "auth:CreateApiKey",
+            &resource,
+            is_self(&caller, &username),
+        );
         let stored = record_key.clone();
         self.audited(record, authorization, move |txn| {
             Box::pin(async move { identity::insert_api_key(txn, &stored).await })
@@ -548,7 +660,12 @@ impl AuthService for AuthServiceImpl {
         let username = target_user(&caller, "username", &body.username)?;
         let page = page_size(body.max_results)?;
         let after = decode_page_token(&body.next_token)?;
-        authorize(&caller, "auth:ListApiKeys", &format!("user:{username}"), is_self(&caller, &username))?;
+        authorize(
+            &caller,
+            "auth:ListApiKeys",
+            &format!("user:{username}"),
+            is_self(&caller, &username),
+        )?;
         let keys = identity::list_api_keys(&self.db, &username, after.as_deref(), page).await?;
         let next_token = encode_page_token(&keys, page, |key| &key.key_id);
         Ok(Response::new(pb::ListApiKeysResponse {
@@ -564,7 +681,9 @@ impl AuthService for AuthServiceImpl {
         let caller = auth_context(&request)?;
         let key_id = request.get_ref().key_id.clone();
         if !key_id.starts_with(API_KEY_PREFIX) || key_id.len() != API_KEY_PREFIX.len() + 16 {
-            return Err(ApiError::invalid("key_id", "must be ak- followed by 16 hex characters").into());
+            return Err(
+                ApiError::invalid("key_id", "must be ak- followed by 16 hex characters").into(),
+            );
         }
         let key = identity::get_api_key(&self.db, &key_id)
             .await?
@@ -572,7 +691,12 @@ impl AuthService for AuthServiceImpl {
         let resource = format!("user:{}", key.username);
         let record = AuditRecord::for_request(&request, &caller, "auth:RevokeApiKey", &resource)
             .details(serde_json::json!({ "key_id": key_id }));
-        let authorization = authorize(&caller, "auth:RevokeApiKey", &resource, is_self(&caller, &key.username));
+        let authorization = authorize(
+            &caller,
+            "auth:RevokeApiKey",
+            &resource,
+            is_self(&caller, &key.username),
+        );
         self.audited(record, authorization, move |txn| {
             Box::pin(async move { identity::revoke_api_key(txn, &key_id).await })
         })
@@ -580,20 +704,38 @@ impl AuthService for AuthServiceImpl {
         Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
 
-    async fn create_role(&self, request: Request<pb::CreateRoleRequest>) -> Result<Response<pb::CreateRoleResponse>, Status> {
+    async fn create_role(
+        &self,
+        request: Request<pb::CreateRoleRequest>,
+    ) -> Result<Response<pb::CreateRoleResponse>, Status> {
         let caller = auth_context(&request)?;
         let body = request.get_ref();
         validate_role_name("role_name", &body.role_name)?;
         validate_description("description", &body.description)?;
         if body.policies.len() > MAX_POLICIES_PER_ROLE {
-            return Err(ApiError::invalid("policies", format!("at most {MAX_POLICIES_PER_ROLE} per role")).into());
+            return Err(ApiError::invalid(
+                "policies",
+                format!("at most {MAX_POLICIES_PER_ROLE} per role"),
+            )
+            .into());
         }
         let mut policies = Vec::with_capacity(body.policies.len());
         for (index, policy) in body.policies.iter().enumerate() {
-            validate_name(&format!("policies[{index}].policy_name"), &policy.policy_name, 128)?;
-            validate_policy(&format!("policies[{index}].policy_document"), &policy.policy_document)?;
+            validate_name(
+                &format!("policies[{index}].policy_name"),
+                &policy.policy_name,
+                128,
+            )?;
+            validate_policy(
+                &format!("policies[{index}].policy_document"),
+                &policy.policy_document,
+            )?;
             if policies.iter().any(|(name, _)| name == &policy.policy_name) {
-                return Err(ApiError::invalid(format!("policies[{index}].policy_name"), "is used twice").into());
+                return Err(ApiError::invalid(
+                    format!("policies[{index}].policy_name"),
+                    "is used twice",
+                )
+                .into());
             }
             policies.push((policy.policy_name.clone(), policy.policy_document.clone()));
         }
@@ -603,7 +745,9 @@ impl AuthService for AuthServiceImpl {
         let (role_name, description) = (body.role_name.clone(), body.description.clone());
         let role = self
             .audited(record, authorization, move |txn| {
-                Box::pin(async move { identity::create_role(txn, &role_name, &description, false, &policies).await })
+                Box::pin(async move {
+                    identity::create_role(txn, &role_name, &description, false, &policies).await
+                })
             })
             .await?;
         Ok(Response::new(pb::CreateRoleResponse {
@@ -611,7 +755,10 @@ impl AuthService for AuthServiceImpl {
         }))
     }
 
-    async fn get_role(&self, request: Request<pb::GetRoleRequest>) -> Result<Response<pb::GetRoleResponse>, Status> {
+    async fn get_role(
+        &self,
+        request: Request<pb::GetRoleRequest>,
+    ) -> Result<Response<pb::GetRoleResponse>, Status> {
         let caller = auth_context(&request)?;
         let role_name = request.get_ref().role_name.clone();
         validate_role_name("role_name", &role_name)?;
@@ -624,7 +771,10 @@ impl AuthService for AuthServiceImpl {
         }))
     }
 
-    async fn list_roles(&self, request: Request<pb::ListRolesRequest>) -> Result<Response<pb::ListRolesResponse>, Status> {
+    async fn list_roles(
+        &self,
+        request: Request<pb::ListRolesRequest>,
+    ) -> Result<Response<pb::ListRolesResponse>, Status> {
         let caller = auth_context(&request)?;
         let body = request.get_ref();
         let page = page_size(body.max_results)?;
@@ -638,7 +788,10 @@ impl AuthService for AuthServiceImpl {
         }))
     }
 
-    async fn delete_role(&self, request: Request<pb::DeleteRoleRequest>) -> Result<Response<pb::DeleteRoleResponse>, Status> {
+    async fn delete_role(
+        &self,
+        request: Request<pb::DeleteRoleRequest>,
+    ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
         let caller = auth_context(&request)?;
         let role_name = request.get_ref().role_name.clone();
         validate_role_name("role_name", &role_name)?;
@@ -665,8 +818,11 @@ impl AuthService for AuthServiceImpl {
         let record = AuditRecord::for_request(&request, &caller, "auth:PutRolePolicy", &resource)
             .details(serde_json::json!({ "policy_name": body.policy_name }));
         let authorization = authorize(&caller, "auth:PutRolePolicy", &resource, false);
-        let (role_name, policy_name, document) =
-            (body.role_name.clone(), body.policy_name.clone(), body.policy_document.clone());
+        let (role_name, policy_name, document) = (
+            body.role_name.clone(),
+            body.policy_name.clone(),
+            body.policy_document.clone(),
+        );
         self.audited(record, authorization, move |txn| {
             Box::pin(async move {
                 let role = identity::get_role(txn, &role_name)
@@ -694,12 +850,15 @@ impl AuthService for AuthServiceImpl {
         validate_role_name("role_name", &body.role_name)?;
         validate_name("policy_name", &body.policy_name, 128)?;
         let resource = format!("role:{}", body.role_name);
-        let record = AuditRecord::for_request(&request, &caller, "auth:DeleteRolePolicy", &resource)
-            .details(serde_json::json!({ "policy_name": body.policy_name }));
+        let record =
+            AuditRecord::for_request(&request, &caller, "auth:DeleteRolePolicy", &resource)
+                .details(serde_json::json!({ "policy_name": body.policy_name }));
         let authorization = authorize(&caller, "auth:DeleteRolePolicy", &resource, false);
         let (role_name, policy_name) = (body.role_name.clone(), body.policy_name.clone());
         self.audited(record, authorization, move |txn| {
-            Box::pin(async move { identity::delete_role_policy(txn, &role_name, &policy_name).await })
+            Box::pin(
+                async move { identity::delete_role_policy(txn, &role_name, &policy_name).await },
+            )
         })
         .await?;
         Ok(Response::new(pb::DeleteRolePolicyResponse {}))
@@ -721,7 +880,9 @@ mod tests {
 
     #[test]
     fn names_are_validated_with_the_field_named() {
-        let error = validate_username("username", "bad name").err().map(|e| e.to_string());
+        let error = validate_username("username", "bad name")
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
             Some("username: must be 1-64 characters of letters, digits and _+=,.@-")

@@ -77,7 +77,10 @@ pub async fn count_users<C: ConnectionTrait>(conn: &C) -> Result<u64, ApiError> 
         .map_err(db_error("count users"))
 }
 
-pub async fn user_roles<C: ConnectionTrait>(conn: &C, username: &str) -> Result<Vec<String>, ApiError> {
+pub async fn user_roles<C: ConnectionTrait>(
+    conn: &C,
+    username: &str,
+) -> Result<Vec<String>, ApiError> {
     Ok(user_role::Entity::find()
         .filter(user_role::Column::Username.eq(username))
         .order_by_asc(user_role::Column::RoleName)
@@ -89,7 +92,10 @@ pub async fn user_roles<C: ConnectionTrait>(conn: &C, username: &str) -> Result<
         .collect())
 }
 
-async fn require_role<C: ConnectionTrait>(conn: &C, role_name: &str) -> Result<role::Model, ApiError> {
+async fn require_role<C: ConnectionTrait>(
+    conn: &C,
+    role_name: &str,
+) -> Result<role::Model, ApiError> {
     role::Entity::find_by_id(role_name.to_owned())
         .one(conn)
         .await
@@ -109,7 +115,9 @@ pub async fn create_user<C: ConnectionTrait>(
         .map_err(db_error("read user"))?
         .is_some()
     {
-        return Err(ApiError::already_exists(format!("user {username} already exists")));
+        return Err(ApiError::already_exists(format!(
+            "user {username} already exists"
+        )));
     }
     for role_name in roles {
         require_role(conn, role_name).await?;
@@ -144,7 +152,10 @@ pub async fn create_user<C: ConnectionTrait>(
     })
 }
 
-pub async fn get_user<C: ConnectionTrait>(conn: &C, username: &str) -> Result<Option<UserRecord>, ApiError> {
+pub async fn get_user<C: ConnectionTrait>(
+    conn: &C,
+    username: &str,
+) -> Result<Option<UserRecord>, ApiError> {
     let Some(model) = user::Entity::find_by_id(username.to_owned())
         .one(conn)
         .await
@@ -244,7 +255,11 @@ async fn require_user<C: ConnectionTrait>(conn: &C, username: &str) -> Result<()
     }
 }
 
-pub async fn attach_role<C: ConnectionTrait>(conn: &C, username: &str, role_name: &str) -> Result<(), ApiError> {
+pub async fn attach_role<C: ConnectionTrait>(
+    conn: &C,
+    username: &str,
+    role_name: &str,
+) -> Result<(), ApiError> {
     require_user(conn, username).await?;
     require_role(conn, role_name).await?;
     let existing = user_role::Entity::find_by_id((username.to_owned(), role_name.to_owned()))
@@ -263,7 +278,11 @@ pub async fn attach_role<C: ConnectionTrait>(conn: &C, username: &str, role_name
     Ok(())
 }
 
-pub async fn detach_role<C: ConnectionTrait>(conn: &C, username: &str, role_name: &str) -> Result<(), ApiError> {
+pub async fn detach_role<C: ConnectionTrait>(
+    conn: &C,
+    username: &str,
+    role_name: &str,
+) -> Result<(), ApiError> {
     require_user(conn, username).await?;
     user_role::Entity::delete_by_id((username.to_owned(), role_name.to_owned()))
         .exec(conn)
@@ -273,7 +292,11 @@ pub async fn detach_role<C: ConnectionTrait>(conn: &C, username: &str, role_name
 }
 
 /// Users holding a role, at most `limit` of them (for "role still in use" errors).
-pub async fn role_holders<C: ConnectionTrait>(conn: &C, role_name: &str, limit: u64) -> Result<Vec<String>, ApiError> {
+pub async fn role_holders<C: ConnectionTrait>(
+    conn: &C,
+    role_name: &str,
+    limit: u64,
+) -> Result<Vec<String>, ApiError> {
     Ok(user_role::Entity::find()
         .filter(user_role::Column::RoleName.eq(role_name))
         .order_by_asc(user_role::Column::Username)
@@ -286,7 +309,10 @@ pub async fn role_holders<C: ConnectionTrait>(conn: &C, role_name: &str, limit: 
         .collect())
 }
 
-pub async fn insert_api_key<C: ConnectionTrait>(conn: &C, record: &ApiKeyRecord) -> Result<(), ApiError> {
+pub async fn insert_api_key<C: ConnectionTrait>(
+    conn: &C,
+    record: &ApiKeyRecord,
+) -> Result<(), ApiError> {
     require_user(conn, &record.username).await?;
     api_key::ActiveModel {
         key_id: Set(record.key_id.clone()),
@@ -304,7 +330,10 @@ pub async fn insert_api_key<C: ConnectionTrait>(conn: &C, record: &ApiKeyRecord)
     Ok(())
 }
 
-pub async fn get_api_key<C: ConnectionTrait>(conn: &C, key_id: &str) -> Result<Option<ApiKeyRecord>, ApiError> {
+pub async fn get_api_key<C: ConnectionTrait>(
+    conn: &C,
+    key_id: &str,
+) -> Result<Option<ApiKeyRecord>, ApiError> {
     Ok(api_key::Entity::find_by_id(key_id.to_owned())
         .one(conn)
         .await
@@ -355,7 +384,10 @@ pub async fn touch_api_key<C: ConnectionTrait>(conn: &C, key_id: &str) -> Result
     Ok(())
 }
 
-async fn policies_of<C: ConnectionTrait>(conn: &C, role_name: &str) -> Result<Vec<(String, String)>, ApiError> {
+async fn policies_of<C: ConnectionTrait>(
+    conn: &C,
+    role_name: &str,
+) -> Result<Vec<(String, String)>, ApiError> {
     Ok(role_policy::Entity::find()
         .filter(role_policy::Column::RoleName.eq(role_name))
         .order_by_asc(role_policy::Column::PolicyName)
@@ -380,7 +412,9 @@ pub async fn create_role<C: ConnectionTrait>(
         .map_err(db_error("read role"))?
         .is_some()
     {
-        return Err(ApiError::already_exists(format!("role {role_name} already exists")));
+        return Err(ApiError::already_exists(format!(
+            "role {role_name} already exists"
+        )));
     }
     let now = Utc::now();
     role::ActiveModel {
@@ -406,7 +440,10 @@ pub async fn create_role<C: ConnectionTrait>(
     })
 }
 
-pub async fn get_role<C: ConnectionTrait>(conn: &C, role_name: &str) -> Result<Option<RoleRecord>, ApiError> {
+pub async fn get_role<C: ConnectionTrait>(
+    conn: &C,
+    role_name: &str,
+) -> Result<Option<RoleRecord>, ApiError> {
     let Some(model) = role::Entity::find_by_id(role_name.to_owned())
         .one(conn)
         .await
@@ -517,7 +554,10 @@ pub async fn delete_role_policy<C: ConnectionTrait>(
 }
 
 /// Every policy document attached to any of `roles`.
-pub async fn policy_documents<C: ConnectionTrait>(conn: &C, roles: &[String]) -> Result<Vec<String>, ApiError> {
+pub async fn policy_documents<C: ConnectionTrait>(
+    conn: &C,
+    roles: &[String],
+) -> Result<Vec<String>, ApiError> {
     if roles.is_empty() {
         return Ok(Vec::new());
     }
@@ -532,4 +572,3 @@ pub async fn policy_documents<C: ConnectionTrait>(conn: &C, roles: &[String]) ->
         .map(|row| row.document)
         .collect())
 }
-

@@ -26,18 +26,27 @@ impl AuditServiceImpl {
         AuditServiceImpl { db }
     }
 
-    pub fn into_server(self) -> bosun_proto::audit::v1::audit_service_server::AuditServiceServer<Self> {
+    pub fn into_server(
+        self,
+    ) -> bosun_proto::audit::v1::audit_service_server::AuditServiceServer<Self> {
         bosun_proto::audit::v1::audit_service_server::AuditServiceServer::new(self)
     }
 }
 
 /// A filter value that is exact, or a prefix when it ends in `*`.
-fn text_filter(column: Column, field: &str, value: &str) -> Result<Option<sea_orm::Condition>, ApiError> {
+fn text_filter(
+    column: Column,
+    field: &str,
+    value: &str,
+) -> Result<Option<sea_orm::Condition>, ApiError> {
     if value.is_empty() {
         return Ok(None);
     }
     if value.len() > MAX_FILTER_LENGTH {
-        return Err(ApiError::invalid(field, format!("must be at most {MAX_FILTER_LENGTH} characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_FILTER_LENGTH} characters"),
+        ));
     }
     let condition = sea_orm::Condition::all();
     Ok(Some(match value.strip_suffix('*') {
@@ -60,8 +69,12 @@ fn text_filter(column: Column, field: &str, value: &str) -> Result<Option<sea_or
     }))
 }
 
-fn timestamp(value: &prost_types::Timestamp, field: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
-    let nanos = u32::try_from(value.nanos).map_err(|_| ApiError::invalid(field, "nanos must be 0-999999999"))?;
+fn timestamp(
+    value: &prost_types::Timestamp,
+    field: &str,
+) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    let nanos = u32::try_from(value.nanos)
+        .map_err(|_| ApiError::invalid(field, "nanos must be 0-999999999"))?;
     chrono::DateTime::from_timestamp(value.seconds, nanos)
         .ok_or_else(|| ApiError::invalid(field, "is out of range"))
 }
@@ -118,11 +131,19 @@ fn to_proto(model: entity::Model) -> AuditEvent {
 }
 
 impl AuditServiceImpl {
-    async fn list(&self, request: ListAuditEventsRequest) -> Result<ListAuditEventsResponse, ApiError> {
+    async fn list(
+        &self,
+        request: ListAuditEventsRequest,
+    ) -> Result<ListAuditEventsResponse, ApiError> {
         let page = match request.max_results {
             0 => DEFAULT_PAGE,
             n if (1..=MAX_PAGE).contains(&n) => u64::try_from(n).unwrap_or(DEFAULT_PAGE),
-            _ => return Err(ApiError::invalid("max_results", format!("must be 1-{MAX_PAGE}"))),
+            _ => {
+                return Err(ApiError::invalid(
+                    "max_results",
+                    format!("must be 1-{MAX_PAGE}"),
+                ));
+            }
         };
         let result = AuditResult::try_from(request.result)
             .map_err(|_| ApiError::invalid("result", "is not a known AuditResult"))?;
@@ -160,7 +181,9 @@ impl AuditServiceImpl {
             .map_err(|error| ApiError::internal(format!("list audit events: {error}")))?;
         let next_token = if rows.len() as u64 > page {
             rows.truncate(usize::try_from(page).unwrap_or(rows.len()));
-            rows.last().map(|row| encode_token(&row.event_id)).unwrap_or_default()
+            rows.last()
+                .map(|row| encode_token(&row.event_id))
+                .unwrap_or_default()
         } else {
             String::new()
         };

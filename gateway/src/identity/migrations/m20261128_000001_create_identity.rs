@@ -59,9 +59,18 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(AuthUsers::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(AuthUsers::Username).string_len(64).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(AuthUsers::Username)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(AuthUsers::PasswordHash).string().not_null())
-                    .col(ColumnDef::new(AuthUsers::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(AuthUsers::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(AuthUsers::PasswordChangedAt)
                             .timestamp_with_time_zone()
@@ -75,10 +84,19 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(AuthRoles::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(AuthRoles::RoleName).string_len(64).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(AuthRoles::RoleName)
+                            .string_len(64)
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(AuthRoles::Description).string().not_null())
                     .col(ColumnDef::new(AuthRoles::BuiltIn).boolean().not_null())
-                    .col(ColumnDef::new(AuthRoles::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(AuthRoles::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -87,8 +105,16 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(AuthRolePolicies::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(AuthRolePolicies::RoleName).string_len(64).not_null())
-                    .col(ColumnDef::new(AuthRolePolicies::PolicyName).string_len(128).not_null())
+                    .col(
+                        ColumnDef::new(AuthRolePolicies::RoleName)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthRolePolicies::PolicyName)
+                            .string_len(128)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AuthRolePolicies::Document).text().not_null())
                     .primary_key(
                         Index::create()
@@ -103,8 +129,16 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(AuthUserRoles::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(AuthUserRoles::Username).string_len(64).not_null())
-                    .col(ColumnDef::new(AuthUserRoles::RoleName).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(AuthUserRoles::Username)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthUserRoles::RoleName)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .primary_key(
                         Index::create()
                             .col(AuthUserRoles::Username)
@@ -128,14 +162,43 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(AuthApiKeys::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(AuthApiKeys::KeyId).string_len(32).not_null().primary_key())
-                    .col(ColumnDef::new(AuthApiKeys::Username).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(AuthApiKeys::KeyId)
+                            .string_len(32)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthApiKeys::Username)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AuthApiKeys::Description).string().not_null())
-                    .col(ColumnDef::new(AuthApiKeys::SecretHash).string_len(64).not_null())
-                    .col(ColumnDef::new(AuthApiKeys::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(AuthApiKeys::ExpiresAt).timestamp_with_time_zone().null())
-                    .col(ColumnDef::new(AuthApiKeys::RevokedAt).timestamp_with_time_zone().null())
-                    .col(ColumnDef::new(AuthApiKeys::LastUsedAt).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(AuthApiKeys::SecretHash)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthApiKeys::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthApiKeys::ExpiresAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthApiKeys::RevokedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuthApiKeys::LastUsedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -160,7 +223,9 @@ impl MigrationTrait for Migration {
             AuthRoles::Table.into_iden(),
             AuthUsers::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -42,10 +42,22 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(AuditEvents::Principal).string().not_null())
                     .col(ColumnDef::new(AuditEvents::Action).string().not_null())
                     .col(ColumnDef::new(AuditEvents::Resource).string().not_null())
-                    .col(ColumnDef::new(AuditEvents::Result).string_len(16).not_null())
+                    .col(
+                        ColumnDef::new(AuditEvents::Result)
+                            .string_len(16)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AuditEvents::ErrorCode).string().not_null())
-                    .col(ColumnDef::new(AuditEvents::TraceId).string_len(32).not_null())
-                    .col(ColumnDef::new(AuditEvents::SourceAddress).string().not_null())
+                    .col(
+                        ColumnDef::new(AuditEvents::TraceId)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AuditEvents::SourceAddress)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(AuditEvents::Details).text().not_null())
                     .to_owned(),
             )

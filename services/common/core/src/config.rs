@@ -152,7 +152,10 @@ mod tests {
     fn layers_apply_in_order() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("bosun.toml");
-        std::fs::write(&file, "listen = \"0.0.0.0:1\"\n[inner]\nttl = 5\nname = \"file\"\n")?;
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:1\"\n[inner]\nttl = 5\nname = \"file\"\n",
+        )?;
         let env = BTreeMap::from([
             ("BOSUN_INNER__NAME".to_string(), "env".to_string()),
             ("BOSUN_VERBOSE".to_string(), "true".to_string()),
