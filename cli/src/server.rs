@@ -504,7 +504,9 @@ mod example_config {
             .map(|line| match line.strip_prefix("# ") {
                 Some(rest)
                     if rest.split_once(" = ").is_some_and(|(key, _)| {
-                        !key.contains(' ') && (key.starts_with('"') || key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                        !key.contains(' ')
+                            && (key.starts_with('"')
+                                || key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
                     }) =>
                 {
                     rest.to_owned()
