@@ -103,10 +103,10 @@ async fn reflection_lists_every_service_in_v1_and_v1alpha() -> anyhow::Result<()
         .await?
         .into_inner();
     let mut names = Vec::new();
-    if let Some(response) = responses.message().await? {
-        if let Some(MessageResponse::ListServicesResponse(list)) = response.message_response {
-            names = list.service.into_iter().map(|s| s.name).collect();
-        }
+    if let Some(response) = responses.message().await?
+        && let Some(MessageResponse::ListServicesResponse(list)) = response.message_response
+    {
+        names = list.service.into_iter().map(|s| s.name).collect();
     }
     for expected in [
         "bosun.auth.v1.AuthService",
