@@ -49,6 +49,16 @@ fn login_password_set_at(session_id: &str) -> Option<i64> {
         .ok()
 }
 
+/// What a client token was exchanged for.
+#[derive(Clone, Debug)]
+pub struct Exchanged {
+    /// The internal token to forward to services.
+    pub internal_token: Arc<str>,
+    pub principal: Arc<Principal>,
+    /// `exp` of the client token (seconds since the epoch).
+    pub client_expires_at: i64,
+}
+
 #[derive(Clone)]
 struct Session {
     roles: Vec<String>,
@@ -67,7 +77,7 @@ pub struct Authenticator {
     cache_ttl: Duration,
     internal_ttl: Duration,
     sessions: Mutex<HashMap<String, Cached<Result<Session, String>>>>,
-    exchanged: Mutex<HashMap<String, Cached<Arc<str>>>>,
+    exchanged: Mutex<HashMap<String, Cached<Exchanged>>>,
 }
 
 fn sweep<T>(map: &mut HashMap<String, Cached<T>>, now: Instant) {
@@ -98,15 +108,11 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a client token and returns the internal token to forward.
-    pub async fn exchange(&self, client_token: &str) -> Result<(Arc<str>, Principal), ApiError> {
+    /// Verifies a client token and returns the internal token to forward. A token seen
+    /// within `cache_ttl` is answered from memory without a signature check: the entry was
+    /// verified when it was made and never outlives the client token.
+    pub async fn exchange(&self, client_token: &str) -> Result<Exchanged, ApiError> {
         let now = Instant::now();
-        let claims = self
-            .verifier
-            .verify(client_token, CLIENT_AUDIENCE)
-            .map_err(ApiError::from)?;
-        let principal = Principal::parse(&claims.sub)
-            .map_err(|_| ApiError::Unauthenticated("token names no valid principal".into()))?;
         if let Some(hit) = self
             .exchanged
             .lock()
@@ -114,8 +120,14 @@ impl Authenticator {
             .get(client_token)
             .filter(|entry| entry.until > now)
         {
-            return Ok((hit.value.clone(), principal));
+            return Ok(hit.value.clone());
         }
+        let claims = self
+            .verifier
+            .verify(client_token, CLIENT_AUDIENCE)
+            .map_err(ApiError::from)?;
+        let principal = Principal::parse(&claims.sub)
+            .map_err(|_| ApiError::Unauthenticated("token names no valid principal".into()))?;
         let session = self.session(&principal, &claims).await?;
         let (token, _) = self
             .issuer
@@ -128,21 +140,25 @@ impl Authenticator {
                 self.internal_ttl,
             )
             .map_err(ApiError::from)?;
-        let token: Arc<str> = Arc::from(token);
+        let exchanged = Exchanged {
+            internal_token: Arc::from(token),
+            principal: Arc::new(principal),
+            client_expires_at: claims.exp,
+        };
         // Never reuse an internal token past the client token's own expiry.
         let client_left =
             Duration::from_secs(u64::try_from(claims.exp - Utc::now().timestamp()).unwrap_or(0));
         let until = now + self.cache_ttl.min(client_left);
-        let mut exchanged = self.exchanged.lock().map_err(ApiError::internal)?;
-        sweep(&mut exchanged, now);
-        exchanged.insert(
+        let mut cache = self.exchanged.lock().map_err(ApiError::internal)?;
+        sweep(&mut cache, now);
+        cache.insert(
             client_token.to_owned(),
             Cached {
-                value: token.clone(),
+                value: exchanged.clone(),
                 until,
             },
         );
-        Ok((token, principal))
+        Ok(exchanged)
     }
 
     /// Forgets cached sessions and tokens, so changes made on this replica apply at once.

@@ -19,6 +19,10 @@ use tower::{Service, ServiceExt};
 use crate::authenticator::Authenticator;
 use crate::proxy::RemoteBackend;
 
+/// The metadata key in which the gateway tells services when the caller's client token
+/// expires (seconds since the epoch), for `GetCallerIdentity`.
+pub const CLIENT_EXPIRES_AT_HEADER: &str = "x-bosun-client-expires-at";
+
 /// Calls that need no token: logging in, health checks and reflection.
 pub const PUBLIC_PATHS: &[&str] = &[
     "/bosun.auth.v1.AuthService/Login",
@@ -81,8 +85,10 @@ impl Edge {
 
 impl EdgeState {
     async fn handle(&self, mut request: Request<Body>) -> Response<Body> {
-        // Only the gateway says where a call came from; drop whatever the client claimed.
+        // Only the gateway says where a call came from and when its token ends; drop
+        // whatever the client claimed.
         request.headers_mut().remove(SOURCE_ADDRESS_HEADER);
+        request.headers_mut().remove(CLIENT_EXPIRES_AT_HEADER);
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -99,10 +105,10 @@ impl EdgeState {
                 ));
             };
             match self.authenticator.exchange(token).await {
-                Ok((internal, principal)) => {
+                Ok(exchanged) => {
                     tracing::Span::current()
-                        .record("principal", tracing::field::display(&principal));
-                    match HeaderValue::from_str(&format!("Bearer {internal}")) {
+                        .record("principal", tracing::field::display(&exchanged.principal));
+                    match HeaderValue::from_str(&format!("Bearer {}", exchanged.internal_token)) {
                         Ok(value) => {
                             request
                                 .headers_mut()
@@ -110,6 +116,10 @@ impl EdgeState {
                         }
                         Err(error) => return status_response(ApiError::internal(error)),
                     }
+                    request.headers_mut().insert(
+                        CLIENT_EXPIRES_AT_HEADER,
+                        HeaderValue::from(exchanged.client_expires_at),
+                    );
                 }
                 Err(error) => return status_response(error),
             }

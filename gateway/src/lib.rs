@@ -23,7 +23,7 @@ use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
 use tonic::service::Routes;
 
-pub use authenticator::Authenticator;
+pub use authenticator::{Authenticator, Exchanged};
 pub use bootstrap::{Bootstrap, bootstrap};
 pub use edge::{Edge, PUBLIC_PATHS, is_public};
 pub use proxy::RemoteBackend;

@@ -21,6 +21,7 @@ use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 
 use crate::authenticator::{API_KEY_PREFIX, Authenticator, login_session_id};
+use crate::edge::CLIENT_EXPIRES_AT_HEADER;
 use crate::identity::{self, ApiKeyRecord, RoleRecord, UserRecord};
 use crate::passwords;
 
@@ -438,7 +439,12 @@ impl AuthService for AuthServiceImpl {
             name: caller.principal.name().to_owned(),
             roles: caller.roles.clone(),
             session_id: caller.session_id.clone(),
-            expires_at: None,
+            expires_at: request
+                .metadata()
+                .get(CLIENT_EXPIRES_AT_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok())
+                .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
         }))
     }
 

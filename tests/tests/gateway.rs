@@ -15,6 +15,13 @@ use tonic::Code;
 
 const BOB_PASSWORD: &str = "bob-has-a-long-password";
 
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
 async fn auth(process: &Process) -> anyhow::Result<AuthServiceClient<tonic::transport::Channel>> {
     Ok(AuthServiceClient::new(process.channel().await?))
 }
@@ -91,6 +98,11 @@ async fn identity_lifecycle(store: Store) -> anyhow::Result<()> {
         .into_inner();
     assert_eq!(me.principal, "user/admin");
     assert_eq!(me.roles, vec!["admin"]);
+    let expires_in = me.expires_at.map(|t| t.seconds).unwrap_or_default() - chrono_now();
+    assert!(
+        (3500..=3600).contains(&expires_in),
+        "client token expires in {expires_in}s"
+    );
 
     // Wrong password and unknown user look the same.
     for (user, password) in [
