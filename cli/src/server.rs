@@ -283,24 +283,19 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("create data directory {}", path.display()))
 }
 
-/// Runs the all-in-one server.
-pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let process = Process::start(&args.common, "bosun-server")?;
-    let db = process.open_store().await?;
-    // The queue is not used by any service yet; opening it checks Redis at start-up, so a bad
-    // BOSUN_REDIS_URL fails now rather than at the first command.
-    let _queue = process.open_queue().await?;
+/// The gateway's router over `local` services, after the migrations it needs and the
+/// first-start bootstrap.
+async fn gateway_router(
+    process: &Process,
+    db: DatabaseConnection,
+    local: LocalServices,
+) -> anyhow::Result<axum::Router> {
     bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_gateway::identity::Migrator>(&db).await?;
     let audit = AuditLog::new(db.clone());
     report_bootstrap(bosun_gateway::bootstrap(&db, &audit, admin_password(&process.config)).await?);
     let keys = KeyRing::load_or_create(&process.config.key_file())?;
-
-    let local = LocalServices {
-        routes: Routes::default().add_service(AuditServiceImpl::new(db.clone()).into_server()),
-        names: vec![AUDIT_SERVICE],
-    };
-    let router = bosun_gateway::build(
+    bosun_gateway::build(
         &process.config.auth,
         &process.config.routes,
         GatewayDeps {
@@ -311,7 +306,21 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         },
         local,
     )
-    .await?;
+    .await
+}
+
+/// Runs the all-in-one server.
+pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let process = Process::start(&args.common, "bosun-server")?;
+    let db = process.open_store().await?;
+    // The queue is not used by any service yet; opening it checks Redis at start-up, so a bad
+    // BOSUN_REDIS_URL fails now rather than at the first command.
+    let _queue = process.open_queue().await?;
+    let local = LocalServices {
+        routes: Routes::default().add_service(AuditServiceImpl::new(db.clone()).into_server()),
+        names: vec![AUDIT_SERVICE],
+    };
+    let router = gateway_router(&process, db, local).await?;
     process.run(router).await
 }
 
@@ -321,28 +330,11 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         ServiceName::Gateway => {
             let process = Process::start(&args.common, "bosun-gateway")?;
             let db = process.open_store().await?;
-            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
-            bosun_store::migrate::<bosun_gateway::identity::Migrator>(&db).await?;
-            let audit = AuditLog::new(db.clone());
-            report_bootstrap(
-                bosun_gateway::bootstrap(&db, &audit, admin_password(&process.config)).await?,
-            );
-            let keys = KeyRing::load_or_create(&process.config.key_file())?;
-            let router = bosun_gateway::build(
-                &process.config.auth,
-                &process.config.routes,
-                GatewayDeps {
-                    db,
-                    audit,
-                    keys,
-                    metrics: process.metrics.clone(),
-                },
-                LocalServices {
-                    routes: Routes::default(),
-                    names: Vec::new(),
-                },
-            )
-            .await?;
+            let local = LocalServices {
+                routes: Routes::default(),
+                names: Vec::new(),
+            };
+            let router = gateway_router(&process, db, local).await?;
             process.run(router).await
         }
         ServiceName::Audit => {

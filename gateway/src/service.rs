@@ -13,9 +13,10 @@ use bosun_auth::{
     AuthContext, CLIENT_AUDIENCE, Decision, PolicyDocument, Principal, TokenIssuer, auth_context,
 };
 use bosun_core::ApiError;
+use bosun_core::time::{from_timestamp, to_timestamp};
 use bosun_proto::auth::v1 as pb;
 use bosun_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
@@ -141,26 +142,12 @@ fn encode_page_token<T>(items: &[T], page: u64, key: impl Fn(&T) -> &str) -> Str
 
 // ---- conversions ------------------------------------------------------------------------
 
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-fn from_timestamp(field: &str, value: &prost_types::Timestamp) -> Result<DateTime<Utc>, ApiError> {
-    let nanos = u32::try_from(value.nanos)
-        .map_err(|_| ApiError::invalid(field, "nanos must be 0-999999999"))?;
-    DateTime::from_timestamp(value.seconds, nanos)
-        .ok_or_else(|| ApiError::invalid(field, "is out of range"))
-}
-
 fn user_to_proto(user: UserRecord) -> pb::User {
     pb::User {
         username: user.username,
         roles: user.roles,
-        created_date: Some(timestamp(user.created_at)),
-        password_last_changed: Some(timestamp(user.password_changed_at)),
+        created_date: Some(to_timestamp(user.created_at)),
+        password_last_changed: Some(to_timestamp(user.password_changed_at)),
     }
 }
 
@@ -176,7 +163,7 @@ fn role_to_proto(role: RoleRecord) -> pb::Role {
                 policy_document,
             })
             .collect(),
-        created_date: Some(timestamp(role.created_at)),
+        created_date: Some(to_timestamp(role.created_at)),
         built_in: role.built_in,
     }
 }
@@ -186,10 +173,10 @@ fn api_key_to_proto(key: ApiKeyRecord) -> pb::ApiKey {
         key_id: key.key_id,
         username: key.username,
         description: key.description,
-        created_date: Some(timestamp(key.created_at)),
-        expires_at: key.expires_at.map(timestamp),
+        created_date: Some(to_timestamp(key.created_at)),
+        expires_at: key.expires_at.map(to_timestamp),
         revoked: key.revoked_at.is_some(),
-        last_used_date: key.last_used_at.map(timestamp),
+        last_used_date: key.last_used_at.map(to_timestamp),
     }
 }
 

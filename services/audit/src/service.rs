@@ -3,6 +3,7 @@
 use base64::Engine;
 use bosun_auth::auth_context;
 use bosun_core::ApiError;
+use bosun_core::time::{from_timestamp, to_timestamp};
 use bosun_proto::audit::v1::{
     AuditEvent, AuditResult, ListAuditEventsRequest, ListAuditEventsResponse,
     audit_service_server::AuditService,
@@ -67,23 +68,6 @@ fn text_filter(
             condition.add(column.eq(value))
         }
     }))
-}
-
-fn timestamp(
-    value: &prost_types::Timestamp,
-    field: &str,
-) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
-    let nanos = u32::try_from(value.nanos)
-        .map_err(|_| ApiError::invalid(field, "nanos must be 0-999999999"))?;
-    chrono::DateTime::from_timestamp(value.seconds, nanos)
-        .ok_or_else(|| ApiError::invalid(field, "is out of range"))
-}
-
-pub(crate) fn to_timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }
 
 fn decode_token(token: &str) -> Result<String, ApiError> {
@@ -164,10 +148,10 @@ impl AuditServiceImpl {
             query = query.filter(Column::Result.eq(name));
         }
         if let Some(start) = &request.start_time {
-            query = query.filter(Column::EventTime.gte(timestamp(start, "start_time")?));
+            query = query.filter(Column::EventTime.gte(from_timestamp("start_time", start)?));
         }
         if let Some(end) = &request.end_time {
-            query = query.filter(Column::EventTime.lt(timestamp(end, "end_time")?));
+            query = query.filter(Column::EventTime.lt(from_timestamp("end_time", end)?));
         }
         if !request.next_token.is_empty() {
             query = query.filter(Column::EventId.lt(decode_token(&request.next_token)?));

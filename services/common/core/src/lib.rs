@@ -4,5 +4,6 @@
 pub mod config;
 pub mod error;
 pub mod lifecycle;
+pub mod time;
 
 pub use error::{ApiError, FieldViolation};
