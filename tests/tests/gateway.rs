@@ -641,3 +641,58 @@ async fn a_generated_admin_password_is_shown_once() -> anyhow::Result<()> {
     assert!(second.login("admin", ADMIN_PASSWORD).await.is_err());
     Ok(())
 }
+
+/// Two gateway replicas on one store: a key revoked through one stops working on the other
+/// within its cache_ttl (1 s here; 20 s by default, bounded to 30 s by config validation).
+#[tokio::test]
+async fn revocation_reaches_every_replica() -> anyhow::Result<()> {
+    let store = Store::postgres().await;
+    let data = tempfile::tempdir()?;
+    let replica = || {
+        Launch::new(&["serve", "gateway"], data.path())
+            .store(&store)
+            .env("BOSUN_AUTH__CACHE_TTL", "1s")
+    };
+    let first = Process::start(replica()).await?;
+    let second = Process::start(replica()).await?;
+    let admin = first.admin_token().await?;
+    let created = auth(&first)
+        .await?
+        .create_api_key(authed(CreateApiKeyRequest::default(), &admin))
+        .await?
+        .into_inner();
+    let token = auth(&second)
+        .await?
+        .login(LoginRequest {
+            api_key: created.secret,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .token;
+    let mut on_second = auth(&second).await?;
+    on_second
+        .get_caller_identity(authed(GetCallerIdentityRequest {}, &token))
+        .await?;
+    auth(&first)
+        .await?
+        .revoke_api_key(authed(
+            RevokeApiKeyRequest {
+                key_id: created.api_key.map(|k| k.key_id).unwrap_or_default(),
+            },
+            &admin,
+        ))
+        .await?;
+    let revoked = Instant::now();
+    let code = wait_for_code(&mut on_second, &token, Code::Unauthenticated).await;
+    assert_eq!(
+        code,
+        Code::Unauthenticated,
+        "the other replica still accepts the revoked key"
+    );
+    println!(
+        "revoked on one replica, refused on the other after {:?}",
+        revoked.elapsed()
+    );
+    Ok(())
+}
