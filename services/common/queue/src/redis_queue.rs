@@ -119,12 +119,16 @@ impl RedisQueue {
         self.options.max_deliveries.max(1)
     }
 
-    /// Runs a command on the shared connection, retrying if the connection dropped.
-    async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
-        let mut connection = self.manager.clone();
+    /// Runs `attempt` on the shared connection, again after a short pause when the connection
+    /// dropped under it (the manager reconnects in the meantime).
+    async fn with_retries<T, F, Fut>(&self, mut attempt: F) -> RedisResult<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
         let mut retries = RETRY_DELAYS.iter();
         loop {
-            match cmd.query_async::<T>(&mut connection).await {
+            match attempt(self.manager.clone()).await {
                 Err(e) if e.is_connection_dropped() => match retries.next() {
                     Some(delay) => {
                         tracing::debug!(error = %e, "redis connection dropped, retrying");
@@ -137,23 +141,21 @@ impl RedisQueue {
         }
     }
 
+    /// Runs a command on the shared connection, retrying if the connection dropped.
+    async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        self.with_retries(
+            |mut connection| async move { cmd.query_async::<T>(&mut connection).await },
+        )
+        .await
+    }
+
     /// Runs a pipeline or transaction on the shared connection, retrying if the connection
     /// dropped.
     async fn run_pipeline<T: FromRedisValue>(&self, pipeline: &Pipeline) -> RedisResult<T> {
-        let mut connection = self.manager.clone();
-        let mut retries = RETRY_DELAYS.iter();
-        loop {
-            match pipeline.query_async::<T>(&mut connection).await {
-                Err(e) if e.is_connection_dropped() => match retries.next() {
-                    Some(delay) => {
-                        tracing::debug!(error = %e, "redis connection dropped, retrying");
-                        tokio::time::sleep(*delay).await;
-                    }
-                    None => return Err(e),
-                },
-                result => return result,
-            }
-        }
+        self.with_retries(|mut connection| async move {
+            pipeline.query_async::<T>(&mut connection).await
+        })
+        .await
     }
 
     async fn take_blocking_connection(&self) -> RedisResult<MultiplexedConnection> {
