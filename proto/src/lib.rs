@@ -25,5 +25,8 @@ pub mod audit {
     }
 }
 
-/// Every Bosun gRPC service, by its full name (`bosun.auth.v1.AuthService`).
-pub const SERVICE_NAMES: &[&str] = &["bosun.auth.v1.AuthService", "bosun.audit.v1.AuditService"];
+pub mod documents {
+    pub mod v1 {
+        tonic::include_proto!("bosun.documents.v1");
+    }
+}
