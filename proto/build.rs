@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
+    // Directories too, so a new .proto file (not only an edited one) reruns this script.
+    println!("cargo:rerun-if-changed={}", root.join("bosun").display());
     println!("cargo:rerun-if-changed={}", root.join("google").display());
 
     let mut compiler = protox::Compiler::new([root.clone()])?;
