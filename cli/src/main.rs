@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::Context;
 use crate::commands::api_keys::ApiKeysCommand;
 use crate::commands::audit::AuditCommand;
+use crate::commands::documents::DocCommand;
 use crate::commands::roles::RolesCommand;
 use crate::commands::session::LoginArgs;
 use crate::commands::users::UsersCommand;
@@ -89,6 +90,9 @@ enum Command {
     /// Query the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage documents: what Bosun runs on nodes, its runbooks and sessions.
+    #[command(subcommand, visible_alias = "documents")]
+    Doc(DocCommand),
     /// Run the all-in-one Bosun server.
     Server(server::ServerArgs),
     /// Run one Bosun service on its own.
@@ -136,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ApiKeys(command) => commands::api_keys::run(&make_context()?, command).await,
         Command::Roles(command) => commands::roles::run(&make_context()?, command).await,
         Command::Audit(command) => commands::audit::run(&make_context()?, command).await,
+        Command::Doc(command) => commands::documents::run(&make_context()?, command).await,
     }
 }
 

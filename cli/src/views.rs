@@ -4,6 +4,7 @@
 
 use bosun_proto::audit::v1 as audit_proto;
 use bosun_proto::auth::v1 as auth_proto;
+use bosun_proto::documents::v1 as documents_proto;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -437,6 +438,437 @@ impl Render for AuditEventList {
     }
 }
 
+// ---- documents ----
+
+/// A document type as SSM names it, so output matches the `DocumentType` list filter.
+fn document_type_name(value: i32) -> String {
+    match documents_proto::DocumentType::try_from(value) {
+        Ok(documents_proto::DocumentType::Command) => "Command".to_owned(),
+        Ok(documents_proto::DocumentType::Automation) => "Automation".to_owned(),
+        Ok(documents_proto::DocumentType::Session) => "Session".to_owned(),
+        Ok(documents_proto::DocumentType::Policy) => "Policy".to_owned(),
+        Ok(documents_proto::DocumentType::Unspecified) => "unspecified".to_owned(),
+        Err(_) => format!("unknown ({value})"),
+    }
+}
+
+fn document_format_name(value: i32) -> String {
+    match documents_proto::DocumentFormat::try_from(value) {
+        Ok(documents_proto::DocumentFormat::Json) => "JSON".to_owned(),
+        Ok(documents_proto::DocumentFormat::Yaml) => "YAML".to_owned(),
+        Ok(documents_proto::DocumentFormat::Unspecified) => "unspecified".to_owned(),
+        Err(_) => format!("unknown ({value})"),
+    }
+}
+
+fn document_status_name(value: i32) -> String {
+    match documents_proto::DocumentStatus::try_from(value) {
+        Ok(documents_proto::DocumentStatus::Active) => "Active".to_owned(),
+        Ok(documents_proto::DocumentStatus::Unspecified) => "unspecified".to_owned(),
+        Err(_) => format!("unknown ({value})"),
+    }
+}
+
+/// `3 (release-3)`, `3`, or `-` when there is no version.
+fn version_cell(version: &str, version_name: &str) -> String {
+    match (version.is_empty(), version_name.is_empty()) {
+        (true, _) => "-".to_owned(),
+        (false, true) => version.to_owned(),
+        (false, false) => format!("{version} ({version_name})"),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TagView {
+    pub key: String,
+    pub value: String,
+}
+
+impl From<documents_proto::Tag> for TagView {
+    fn from(tag: documents_proto::Tag) -> Self {
+        Self {
+            key: tag.key,
+            value: tag.value,
+        }
+    }
+}
+
+fn tags_cell(tags: &[TagView]) -> String {
+    let pairs: Vec<String> = tags
+        .iter()
+        .map(|tag| format!("{}={}", tag.key, tag.value))
+        .collect();
+    list_cell(&pairs)
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentParameterView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub parameter_type: String,
+    pub description: String,
+    /// The default as JSON when it parses (so scripts see a list as a list), else the raw
+    /// text; null when the parameter has none and is therefore required.
+    pub default_value: serde_json::Value,
+}
+
+impl From<documents_proto::DocumentParameter> for DocumentParameterView {
+    fn from(parameter: documents_proto::DocumentParameter) -> Self {
+        let default_value = if parameter.default_value.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&parameter.default_value)
+                .unwrap_or(serde_json::Value::String(parameter.default_value))
+        };
+        Self {
+            name: parameter.name,
+            parameter_type: parameter.r#type,
+            description: parameter.description,
+            default_value,
+        }
+    }
+}
+
+/// What `doc create`, `doc update` and `doc describe` print.
+#[derive(Debug, Serialize)]
+pub struct DocumentDescriptionView {
+    pub name: String,
+    pub display_name: String,
+    pub document_type: String,
+    pub document_format: String,
+    pub schema_version: String,
+    pub owner: String,
+    pub status: String,
+    /// The version described.
+    pub document_version: String,
+    pub version_name: String,
+    pub latest_version: String,
+    pub default_version: String,
+    pub default_version_name: String,
+    pub target_type: String,
+    pub platform_types: Vec<String>,
+    pub created_date: Option<DateTime<Utc>>,
+    pub hash: String,
+    pub hash_type: String,
+    pub description: String,
+    pub parameters: Vec<DocumentParameterView>,
+    pub tags: Vec<TagView>,
+}
+
+impl From<documents_proto::DocumentDescription> for DocumentDescriptionView {
+    fn from(document: documents_proto::DocumentDescription) -> Self {
+        Self {
+            name: document.name,
+            display_name: document.display_name,
+            document_type: document_type_name(document.document_type),
+            document_format: document_format_name(document.document_format),
+            schema_version: document.schema_version,
+            owner: document.owner,
+            status: document_status_name(document.status),
+            document_version: document.document_version,
+            version_name: document.version_name,
+            latest_version: document.latest_version,
+            default_version: document.default_version,
+            default_version_name: document.default_version_name,
+            target_type: document.target_type,
+            platform_types: document.platform_types,
+            created_date: timestamp(document.created_date),
+            hash: document.hash,
+            hash_type: document.hash_type,
+            description: document.description,
+            parameters: document
+                .parameters
+                .into_iter()
+                .map(DocumentParameterView::from)
+                .collect(),
+            tags: document.tags.into_iter().map(TagView::from).collect(),
+        }
+    }
+}
+
+impl Render for DocumentDescriptionView {
+    fn to_table(&self) -> String {
+        let hash = match (self.hash.is_empty(), self.hash_type.is_empty()) {
+            (true, _) => "-".to_owned(),
+            (false, true) => self.hash.clone(),
+            (false, false) => format!("{} ({})", self.hash, self.hash_type),
+        };
+        let names: Vec<String> = self.parameters.iter().map(|p| p.name.clone()).collect();
+        let mut out = Fields::new()
+            .field("name", &self.name)
+            .field("display name", text_cell(&self.display_name))
+            .field("type", &self.document_type)
+            .field("schema", text_cell(&self.schema_version))
+            .field("format", &self.document_format)
+            .field("owner", text_cell(&self.owner))
+            .field("status", &self.status)
+            .field(
+                "version",
+                version_cell(&self.document_version, &self.version_name),
+            )
+            .field("latest version", text_cell(&self.latest_version))
+            .field(
+                "default version",
+                version_cell(&self.default_version, &self.default_version_name),
+            )
+            .field("target type", text_cell(&self.target_type))
+            .field("platforms", list_cell(&self.platform_types))
+            .field("created", time_cell(self.created_date))
+            .field("hash", hash)
+            .field("tags", tags_cell(&self.tags))
+            .field("description", text_cell(&self.description))
+            .field("parameters", list_cell(&names))
+            .render();
+        if !self.parameters.is_empty() {
+            let mut table = Table::new(vec!["PARAMETER", "TYPE", "DEFAULT", "DESCRIPTION"]);
+            for parameter in &self.parameters {
+                let default = match &parameter.default_value {
+                    serde_json::Value::Null => "(required)".to_owned(),
+                    serde_json::Value::String(text) => text.clone(),
+                    value => value.to_string(),
+                };
+                table.row(vec![
+                    parameter.name.clone(),
+                    text_cell(&parameter.parameter_type),
+                    default,
+                    text_cell(&parameter.description),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&table.render());
+        }
+        out
+    }
+}
+
+/// What `doc get` prints: with `-o table` the content alone, byte for byte.
+#[derive(Debug, Serialize)]
+pub struct DocumentContentView {
+    pub name: String,
+    pub display_name: String,
+    pub document_version: String,
+    pub version_name: String,
+    pub document_type: String,
+    pub document_format: String,
+    pub status: String,
+    pub created_date: Option<DateTime<Utc>>,
+    pub content: String,
+}
+
+impl From<documents_proto::GetDocumentResponse> for DocumentContentView {
+    fn from(document: documents_proto::GetDocumentResponse) -> Self {
+        Self {
+            name: document.name,
+            display_name: document.display_name,
+            document_version: document.document_version,
+            version_name: document.version_name,
+            document_type: document_type_name(document.document_type),
+            document_format: document_format_name(document.document_format),
+            status: document_status_name(document.status),
+            created_date: timestamp(document.created_date),
+            content: document.content,
+        }
+    }
+}
+
+impl Render for DocumentContentView {
+    /// The content verbatim, without `printable` cleaning or an added newline, so
+    /// `bosun doc get X > x.yaml` gives back exactly what the server holds. Unlike table
+    /// cells this is the operator's own document, asked for as is.
+    fn to_table(&self) -> String {
+        self.content.clone()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentIdentifierView {
+    pub name: String,
+    pub display_name: String,
+    pub owner: String,
+    pub document_type: String,
+    pub schema_version: String,
+    pub document_format: String,
+    /// The default version, and its name when it has one.
+    pub document_version: String,
+    pub version_name: String,
+    pub target_type: String,
+    pub platform_types: Vec<String>,
+    pub tags: Vec<TagView>,
+    pub created_date: Option<DateTime<Utc>>,
+}
+
+impl From<documents_proto::DocumentIdentifier> for DocumentIdentifierView {
+    fn from(document: documents_proto::DocumentIdentifier) -> Self {
+        Self {
+            name: document.name,
+            display_name: document.display_name,
+            owner: document.owner,
+            document_type: document_type_name(document.document_type),
+            schema_version: document.schema_version,
+            document_format: document_format_name(document.document_format),
+            document_version: document.document_version,
+            version_name: document.version_name,
+            target_type: document.target_type,
+            platform_types: document.platform_types,
+            tags: document.tags.into_iter().map(TagView::from).collect(),
+            created_date: timestamp(document.created_date),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentIdentifierView>,
+}
+
+impl Render for DocumentList {
+    fn to_table(&self) -> String {
+        let mut table = Table::new(vec![
+            "NAME",
+            "OWNER",
+            "TYPE",
+            "SCHEMA",
+            "DEFAULT-VERSION",
+            "FORMAT",
+        ]);
+        for document in &self.documents {
+            table.row(vec![
+                document.name.clone(),
+                text_cell(&document.owner),
+                document.document_type.clone(),
+                text_cell(&document.schema_version),
+                version_cell(&document.document_version, &document.version_name),
+                document.document_format.clone(),
+            ]);
+        }
+        table.render()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentVersionView {
+    pub name: String,
+    pub document_version: String,
+    pub version_name: String,
+    pub is_default_version: bool,
+    pub document_format: String,
+    pub status: String,
+    pub created_date: Option<DateTime<Utc>>,
+}
+
+impl From<documents_proto::DocumentVersionInfo> for DocumentVersionView {
+    fn from(version: documents_proto::DocumentVersionInfo) -> Self {
+        Self {
+            name: version.name,
+            document_version: version.document_version,
+            version_name: version.version_name,
+            is_default_version: version.is_default_version,
+            document_format: document_format_name(version.document_format),
+            status: document_status_name(version.status),
+            created_date: timestamp(version.created_date),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentVersionList {
+    pub versions: Vec<DocumentVersionView>,
+}
+
+impl Render for DocumentVersionList {
+    fn to_table(&self) -> String {
+        let mut table = Table::new(vec![
+            "VERSION",
+            "VERSION NAME",
+            "DEFAULT",
+            "FORMAT",
+            "STATUS",
+            "CREATED",
+        ]);
+        for version in &self.versions {
+            table.row(vec![
+                version.document_version.clone(),
+                text_cell(&version.version_name),
+                yes_no(version.is_default_version).to_owned(),
+                version.document_format.clone(),
+                version.status.clone(),
+                time_cell(version.created_date),
+            ]);
+        }
+        table.render()
+    }
+}
+
+/// The result of `doc set-default`.
+#[derive(Debug, Serialize)]
+pub struct DefaultVersionView {
+    pub name: String,
+    pub default_version: String,
+    pub default_version_name: String,
+}
+
+impl From<documents_proto::DocumentDefaultVersionDescription> for DefaultVersionView {
+    fn from(description: documents_proto::DocumentDefaultVersionDescription) -> Self {
+        Self {
+            name: description.name,
+            default_version: description.default_version,
+            default_version_name: description.default_version_name,
+        }
+    }
+}
+
+impl Render for DefaultVersionView {
+    fn to_table(&self) -> String {
+        let line = format!(
+            "the default version of document {} is now {}",
+            self.name,
+            version_cell(&self.default_version, &self.default_version_name)
+        );
+        format!("{}\n", printable(&line))
+    }
+}
+
+/// The result of `doc permissions`: whom the document is shared with.
+#[derive(Debug, Serialize)]
+pub struct DocumentPermissionsView {
+    pub name: String,
+    pub principals: Vec<String>,
+}
+
+impl Render for DocumentPermissionsView {
+    fn to_table(&self) -> String {
+        let mut table = Table::new(vec!["SHARED WITH"]);
+        for principal in &self.principals {
+            table.row(vec![principal.clone()]);
+        }
+        table.render()
+    }
+}
+
+/// The result of `doc tags`.
+#[derive(Debug, Serialize)]
+pub struct TagList {
+    pub tags: Vec<TagView>,
+}
+
+impl From<Vec<documents_proto::Tag>> for TagList {
+    fn from(tags: Vec<documents_proto::Tag>) -> Self {
+        Self {
+            tags: tags.into_iter().map(TagView::from).collect(),
+        }
+    }
+}
+
+impl Render for TagList {
+    fn to_table(&self) -> String {
+        let mut table = Table::new(vec!["KEY", "VALUE"]);
+        for tag in &self.tags {
+            table.row(vec![tag.key.clone(), tag.value.clone()]);
+        }
+        table.render()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,5 +1110,294 @@ mod tests {
         );
         let time = DateTime::from_timestamp(JAN_1, 5).unwrap_or_default();
         assert_eq!(timestamp(Some(to_timestamp(time))), Some(time));
+    }
+}
+
+#[cfg(test)]
+mod document_tests {
+    use super::*;
+    use crate::output::{OutputFormat, render};
+
+    // 2024-01-01T00:00:00Z.
+    const JAN_1: i64 = 1_704_067_200;
+
+    fn tag(key: &str, value: &str) -> documents_proto::Tag {
+        documents_proto::Tag {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn description() -> DocumentDescriptionView {
+        documents_proto::DocumentDescription {
+            name: "RestartNginx".into(),
+            display_name: "Restart nginx".into(),
+            version_name: "v2".into(),
+            document_version: "2".into(),
+            latest_version: "3".into(),
+            default_version: "2".into(),
+            default_version_name: "v2".into(),
+            document_type: documents_proto::DocumentType::Command as i32,
+            document_format: documents_proto::DocumentFormat::Yaml as i32,
+            schema_version: "2.2".into(),
+            owner: "user/admin".into(),
+            created_date: Some(prost_types::Timestamp {
+                seconds: JAN_1,
+                nanos: 0,
+            }),
+            status: documents_proto::DocumentStatus::Active as i32,
+            description: "restarts nginx".into(),
+            parameters: vec![
+                documents_proto::DocumentParameter {
+                    name: "service".into(),
+                    r#type: "String".into(),
+                    description: "unit to restart".into(),
+                    default_value: r#""nginx""#.into(),
+                },
+                documents_proto::DocumentParameter {
+                    name: "hosts".into(),
+                    r#type: "StringList".into(),
+                    description: String::new(),
+                    default_value: String::new(),
+                },
+            ],
+            platform_types: vec!["Linux".into()],
+            target_type: String::new(),
+            tags: vec![tag("env", "prod")],
+            hash: "ab12".into(),
+            hash_type: "Sha256".into(),
+        }
+        .into()
+    }
+
+    fn documents() -> DocumentList {
+        let identifier = |name: &str,
+                          owner: &str,
+                          kind: documents_proto::DocumentType|
+         -> DocumentIdentifierView {
+            documents_proto::DocumentIdentifier {
+                name: name.into(),
+                owner: owner.into(),
+                document_version: "1".into(),
+                document_type: kind as i32,
+                schema_version: "2.2".into(),
+                document_format: documents_proto::DocumentFormat::Json as i32,
+                ..Default::default()
+            }
+            .into()
+        };
+        let mut named = identifier(
+            "Ops-Restart",
+            "user/admin",
+            documents_proto::DocumentType::Command,
+        );
+        named.document_version = "4".into();
+        named.version_name = "stable".into();
+        named.tags = vec![TagView::from(tag("env", "prod"))];
+        DocumentList {
+            documents: vec![
+                identifier(
+                    "Bosun-RunShellScript",
+                    "Bosun",
+                    documents_proto::DocumentType::Command,
+                ),
+                named,
+            ],
+        }
+    }
+
+    #[test]
+    fn description_as_table_lists_fields_then_parameters() -> anyhow::Result<()> {
+        assert_eq!(
+            render(&description(), OutputFormat::Table)?,
+            "name:             RestartNginx\n\
+             display name:     Restart nginx\n\
+             type:             Command\n\
+             schema:           2.2\n\
+             format:           YAML\n\
+             owner:            user/admin\n\
+             status:           Active\n\
+             version:          2 (v2)\n\
+             latest version:   3\n\
+             default version:  2 (v2)\n\
+             target type:      -\n\
+             platforms:        Linux\n\
+             created:          2024-01-01T00:00:00Z\n\
+             hash:             ab12 (Sha256)\n\
+             tags:             env=prod\n\
+             description:      restarts nginx\n\
+             parameters:       service, hosts\n\
+             \n\
+             PARAMETER  TYPE        DEFAULT     DESCRIPTION\n\
+             service    String      nginx       unit to restart\n\
+             hosts      StringList  (required)  -\n"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn description_as_json_and_yaml() -> anyhow::Result<()> {
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&description(), OutputFormat::Json)?)?;
+        assert_eq!(value["name"], "RestartNginx");
+        assert_eq!(value["document_type"], "Command");
+        assert_eq!(value["document_format"], "YAML");
+        assert_eq!(value["default_version"], "2");
+        assert_eq!(value["hash"], "ab12");
+        assert_eq!(value["created_date"], "2024-01-01T00:00:00Z");
+        assert_eq!(
+            value["parameters"][0],
+            serde_json::json!({"name": "service", "type": "String",
+                "description": "unit to restart", "default_value": "nginx"})
+        );
+        assert_eq!(
+            value["parameters"][1]["default_value"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            value["tags"],
+            serde_json::json!([{"key": "env", "value": "prod"}])
+        );
+
+        let yaml = render(&description(), OutputFormat::Yaml)?;
+        assert!(yaml.starts_with("name: RestartNginx\n"), "{yaml}");
+        assert!(
+            yaml.contains("schema_version: '2.2'") || yaml.contains("schema_version: \"2.2\""),
+            "{yaml}"
+        );
+        assert!(yaml.contains("type: StringList"), "{yaml}");
+        Ok(())
+    }
+
+    #[test]
+    fn document_list_as_table() -> anyhow::Result<()> {
+        assert_eq!(
+            render(&documents(), OutputFormat::Table)?,
+            "NAME                  OWNER       TYPE     SCHEMA  DEFAULT-VERSION  FORMAT\n\
+             Bosun-RunShellScript  Bosun       Command  2.2     1                JSON\n\
+             Ops-Restart           user/admin  Command  2.2     4 (stable)       JSON\n"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn document_list_as_json_and_yaml() -> anyhow::Result<()> {
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&documents(), OutputFormat::Json)?)?;
+        assert_eq!(value["documents"][0]["name"], "Bosun-RunShellScript");
+        assert_eq!(value["documents"][0]["owner"], "Bosun");
+        assert_eq!(value["documents"][1]["document_version"], "4");
+        assert_eq!(value["documents"][1]["version_name"], "stable");
+        assert_eq!(value["documents"][1]["tags"][0]["key"], "env");
+        assert_eq!(
+            value["documents"][0]["created_date"],
+            serde_json::Value::Null
+        );
+
+        let yaml = render(&documents(), OutputFormat::Yaml)?;
+        assert!(yaml.starts_with("documents:\n"), "{yaml}");
+        assert!(yaml.contains("name: Ops-Restart"), "{yaml}");
+        assert!(yaml.contains("document_format: JSON"), "{yaml}");
+        Ok(())
+    }
+
+    #[test]
+    fn content_as_table_is_verbatim_and_as_json_carries_metadata() -> anyhow::Result<()> {
+        let content = "schemaVersion: '2.2'\nmainSteps:\n\t- x: \"\x1b\"";
+        let view = DocumentContentView::from(documents_proto::GetDocumentResponse {
+            name: "RestartNginx".into(),
+            document_version: "3".into(),
+            content: content.into(),
+            document_type: documents_proto::DocumentType::Command as i32,
+            document_format: documents_proto::DocumentFormat::Yaml as i32,
+            status: documents_proto::DocumentStatus::Active as i32,
+            ..Default::default()
+        });
+        assert_eq!(render(&view, OutputFormat::Table)?, content);
+
+        let value: serde_json::Value = serde_json::from_str(&render(&view, OutputFormat::Json)?)?;
+        assert_eq!(value["content"], content);
+        assert_eq!(value["document_version"], "3");
+        assert_eq!(value["document_format"], "YAML");
+        assert_eq!(value["status"], "Active");
+
+        let yaml = render(&view, OutputFormat::Yaml)?;
+        assert!(yaml.contains("name: RestartNginx"), "{yaml}");
+        assert!(yaml.contains("content:"), "{yaml}");
+        Ok(())
+    }
+
+    #[test]
+    fn versions_permissions_and_tags_as_tables() -> anyhow::Result<()> {
+        let versions = DocumentVersionList {
+            versions: vec![
+                documents_proto::DocumentVersionInfo {
+                    name: "D".into(),
+                    document_version: "1".into(),
+                    is_default_version: true,
+                    document_format: documents_proto::DocumentFormat::Json as i32,
+                    status: documents_proto::DocumentStatus::Active as i32,
+                    created_date: Some(prost_types::Timestamp {
+                        seconds: JAN_1,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }
+                .into(),
+                documents_proto::DocumentVersionInfo {
+                    name: "D".into(),
+                    document_version: "2".into(),
+                    version_name: "beta".into(),
+                    document_format: documents_proto::DocumentFormat::Yaml as i32,
+                    status: 7,
+                    ..Default::default()
+                }
+                .into(),
+            ],
+        };
+        assert_eq!(
+            render(&versions, OutputFormat::Table)?,
+            "VERSION  VERSION NAME  DEFAULT  FORMAT  STATUS       CREATED\n\
+             1        -             yes      JSON    Active       2024-01-01T00:00:00Z\n\
+             2        beta          no       YAML    unknown (7)  -\n"
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&versions, OutputFormat::Json)?)?;
+        assert_eq!(value["versions"][0]["is_default_version"], true);
+        assert_eq!(value["versions"][1]["version_name"], "beta");
+
+        let permissions = DocumentPermissionsView {
+            name: "D".into(),
+            principals: vec!["All".into(), "role/ops".into()],
+        };
+        assert_eq!(
+            render(&permissions, OutputFormat::Table)?,
+            "SHARED WITH\nAll\nrole/ops\n"
+        );
+        let yaml = render(&permissions, OutputFormat::Yaml)?;
+        assert!(yaml.contains("- role/ops"), "{yaml}");
+
+        let tags = TagList::from(vec![tag("env", "prod"), tag("team", "")]);
+        assert_eq!(
+            render(&tags, OutputFormat::Table)?,
+            "KEY   VALUE\nenv   prod\nteam\n"
+        );
+        let value: serde_json::Value = serde_json::from_str(&render(&tags, OutputFormat::Json)?)?;
+        assert_eq!(
+            value,
+            serde_json::json!({"tags": [
+            {"key": "env", "value": "prod"}, {"key": "team", "value": ""}]})
+        );
+
+        let default = DefaultVersionView {
+            name: "D".into(),
+            default_version: "2".into(),
+            default_version_name: "beta".into(),
+        };
+        assert_eq!(
+            render(&default, OutputFormat::Table)?,
+            "the default version of document D is now 2 (beta)\n"
+        );
+        Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod documents;
 pub mod roles;
 pub mod session;
 pub mod users;
