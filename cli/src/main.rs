@@ -127,7 +127,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server: normalize_server(&cli.server),
             token_flag: cli.token.clone(),
             output: cli.output,
-            store: CredentialStore::from_env(|name| std::env::var_os(name))?,
+            // Resolved now, reported only when a command needs the file: a script passing
+            // --token works on a machine with no HOME.
+            store: CredentialStore::from_env(|name| std::env::var_os(name))
+                .map_err(|e| e.to_string()),
         })
     };
     match cli.command {

@@ -12,6 +12,7 @@ use anyhow::Context;
 use bosun_audit::{AuditLog, AuditServiceImpl};
 use bosun_auth::{KeyRing, TokenVerifier};
 use bosun_core::lifecycle::{Tasks, cancel_on_signals};
+use bosun_documents::DocumentServiceImpl;
 use bosun_gateway::{AuthConfig, Bootstrap, GatewayDeps, LocalServices};
 use bosun_queue::{MemoryQueue, Queue, QueueOptions, RedisQueue};
 use bosun_telemetry::{LogFormat, Metrics, TelemetryConfig};
@@ -147,6 +148,8 @@ pub enum ServiceName {
     Gateway,
     /// bosun.audit.v1.AuditService.
     Audit,
+    /// bosun.documents.v1.DocumentService.
+    Documents,
 }
 
 /// Flags of `bosun serve <service>`.
@@ -288,11 +291,10 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
 async fn gateway_router(
     process: &Process,
     db: DatabaseConnection,
+    audit: AuditLog,
     local: LocalServices,
 ) -> anyhow::Result<axum::Router> {
-    bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_gateway::identity::Migrator>(&db).await?;
-    let audit = AuditLog::new(db.clone());
     report_bootstrap(bosun_gateway::bootstrap(&db, &audit, admin_password(&process.config)).await?);
     let keys = KeyRing::load_or_create(&process.config.key_file())?;
     bosun_gateway::build(
@@ -316,11 +318,16 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     // The queue is not used by any service yet; opening it checks Redis at start-up, so a bad
     // BOSUN_REDIS_URL fails now rather than at the first command.
     let _queue = process.open_queue().await?;
+    bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+    bosun_store::migrate::<bosun_documents::Migrator>(&db).await?;
+    let audit = AuditLog::new(db.clone());
     let local = LocalServices {
-        routes: Routes::default().add_service(AuditServiceImpl::new(db.clone()).into_server()),
-        names: vec![AUDIT_SERVICE],
+        routes: Routes::default()
+            .add_service(AuditServiceImpl::new(db.clone()).into_server())
+            .add_service(DocumentServiceImpl::new(db.clone(), audit.clone()).into_server()),
+        names: vec![AUDIT_SERVICE, bosun_documents::SERVICE_NAME],
     };
-    let router = gateway_router(&process, db, local).await?;
+    let router = gateway_router(&process, db, audit, local).await?;
     process.run(router).await
 }
 
@@ -330,38 +337,56 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         ServiceName::Gateway => {
             let process = Process::start(&args.common, "bosun-gateway")?;
             let db = process.open_store().await?;
+            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            let audit = AuditLog::new(db.clone());
             let local = LocalServices {
                 routes: Routes::default(),
                 names: Vec::new(),
             };
-            let router = gateway_router(&process, db, local).await?;
+            let router = gateway_router(&process, db, audit, local).await?;
             process.run(router).await
         }
         ServiceName::Audit => {
             let process = Process::start(&args.common, "bosun-audit")?;
             let db = process.open_store().await?;
             bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
-            let key_file = process.config.key_file();
-            let keys = KeyRing::load(&key_file).with_context(|| {
-                format!(
-                    "read the gateway's key ring {} (auth.key_file)",
-                    key_file.display()
-                )
-            })?;
-            let verifier = Arc::new(TokenVerifier::new(
-                &keys.verifying_keys(),
-                &process.config.auth.issuer,
-            )?);
-            let inner = bosun_gateway::host::service_router(
-                Routes::default().add_service(AuditServiceImpl::new(db).into_server()),
-                verifier,
-                &[AUDIT_SERVICE],
-            )
-            .await?;
-            let router = bosun_gateway::host::standalone_router(inner, process.metrics.clone());
-            process.run(router).await
+            let routes = Routes::default().add_service(AuditServiceImpl::new(db).into_server());
+            run_standalone(process, routes, AUDIT_SERVICE).await
+        }
+        ServiceName::Documents => {
+            let process = Process::start(&args.common, "bosun-documents")?;
+            let db = process.open_store().await?;
+            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_documents::Migrator>(&db).await?;
+            let audit = AuditLog::new(db.clone());
+            let routes =
+                Routes::default().add_service(DocumentServiceImpl::new(db, audit).into_server());
+            run_standalone(process, routes, bosun_documents::SERVICE_NAME).await
         }
     }
+}
+
+/// Serves `routes` on their own, verifying the gateway's internal tokens with the public keys
+/// of its key ring.
+async fn run_standalone(
+    process: Process,
+    routes: Routes,
+    name: &'static str,
+) -> anyhow::Result<()> {
+    let key_file = process.config.key_file();
+    let keys = KeyRing::load(&key_file).with_context(|| {
+        format!(
+            "read the gateway's key ring {} (auth.key_file)",
+            key_file.display()
+        )
+    })?;
+    let verifier = Arc::new(TokenVerifier::new(
+        &keys.verifying_keys(),
+        &process.config.auth.issuer,
+    )?);
+    let inner = bosun_gateway::host::service_router(routes, verifier, &[name]).await?;
+    let router = bosun_gateway::host::standalone_router(inner, process.metrics.clone());
+    process.run(router).await
 }
 
 fn admin_password(config: &ServerConfig) -> Option<SecretString> {

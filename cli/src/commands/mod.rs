@@ -22,7 +22,7 @@ pub struct Context {
     pub server: String,
     pub token_flag: Option<String>,
     pub output: OutputFormat,
-    pub store: CredentialStore,
+    pub store: Result<CredentialStore, String>,
 }
 
 impl Context {
@@ -35,9 +35,16 @@ impl Context {
             .filter(|token| !token.trim().is_empty());
         let stored = match flag {
             Some(_) => None,
-            None => self.store.get(&self.server)?,
+            None => self.store()?.get(&self.server)?,
         };
         resolve_token(&self.server, flag, stored, Utc::now())
+    }
+
+    /// Where tokens are kept; an error when no config directory can be found.
+    pub fn store(&self) -> anyhow::Result<&CredentialStore> {
+        self.store
+            .as_ref()
+            .map_err(|reason| anyhow::anyhow!("{reason}"))
     }
 
     /// A connection that sends the caller's token.

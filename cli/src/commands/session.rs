@@ -47,7 +47,7 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<()> {
         bail!("the server's response has no token");
     }
     let expires_at = timestamp(response.expires_at);
-    ctx.store.put(StoredCredential {
+    ctx.store()?.put(StoredCredential {
         server: ctx.server.clone(),
         token: response.token,
         principal: response.principal.clone(),
@@ -63,7 +63,7 @@ pub async fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<()> {
 /// Forgets the stored token. There is no RPC to end a session, so the token itself stays
 /// valid until it expires; the message says so rather than promise more than it does.
 pub fn logout(ctx: &Context) -> anyhow::Result<()> {
-    let message = match ctx.store.remove(&ctx.server)? {
+    let message = match ctx.store()?.remove(&ctx.server)? {
         Some(forgotten) => match forgotten.expires_at {
             Some(at) => format!(
                 "logged out of {}; the token stays valid on the server until {}",

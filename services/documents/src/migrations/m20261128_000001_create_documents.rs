@@ -1,0 +1,262 @@
+//! Creates `documents`, `document_versions`, `document_shares` and `document_tags`.
+
+use bosun_store::sea_orm_migration::{self, prelude::*};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Documents {
+    Table,
+    Name,
+    Owner,
+    DocumentType,
+    DefaultVersion,
+    LatestVersion,
+    LastIssuedVersion,
+    TargetType,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum DocumentVersions {
+    Table,
+    Name,
+    Version,
+    VersionName,
+    Content,
+    Format,
+    SchemaVersion,
+    Sha256,
+    DisplayName,
+    Description,
+    Parameters,
+    PlatformTypes,
+    TargetType,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum DocumentShares {
+    Table,
+    Name,
+    Principal,
+}
+
+#[derive(DeriveIden)]
+enum DocumentTags {
+    Table,
+    Name,
+    Key,
+    Value,
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Documents::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Documents::Name)
+                            .string_len(128)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Documents::Owner).string().not_null())
+                    .col(
+                        ColumnDef::new(Documents::DocumentType)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Documents::DefaultVersion)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Documents::LatestVersion)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Documents::LastIssuedVersion)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Documents::TargetType)
+                            .string_len(200)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Documents::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_documents_owner")
+                    .table(Documents::Table)
+                    .col(Documents::Owner)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DocumentVersions::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(DocumentVersions::Name)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::Version)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::VersionName)
+                            .string_len(128)
+                            .null(),
+                    )
+                    .col(ColumnDef::new(DocumentVersions::Content).text().not_null())
+                    .col(
+                        ColumnDef::new(DocumentVersions::Format)
+                            .string_len(8)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::SchemaVersion)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::Sha256)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::DisplayName)
+                            .string_len(1024)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::Description)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::Parameters)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::PlatformTypes)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::TargetType)
+                            .string_len(200)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentVersions::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(DocumentVersions::Name)
+                            .col(DocumentVersions::Version),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        // NULLs are distinct in both engines, so only named versions collide.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .unique()
+                    .name("idx_document_versions_version_name")
+                    .table(DocumentVersions::Table)
+                    .col(DocumentVersions::Name)
+                    .col(DocumentVersions::VersionName)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DocumentShares::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(DocumentShares::Name)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(DocumentShares::Principal)
+                            .string()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(DocumentShares::Name)
+                            .col(DocumentShares::Principal),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(DocumentTags::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(DocumentTags::Name)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(DocumentTags::Key).string_len(128).not_null())
+                    .col(
+                        ColumnDef::new(DocumentTags::Value)
+                            .string_len(256)
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(DocumentTags::Name)
+                            .col(DocumentTags::Key),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            DocumentTags::Table.into_iden(),
+            DocumentShares::Table.into_iden(),
+            DocumentVersions::Table.into_iden(),
+            Documents::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}
