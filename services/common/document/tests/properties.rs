@@ -103,3 +103,17 @@ proptest! {
         let _ = Document::parse(&content, Format::Yaml);
     }
 }
+
+/// Found by the `parse` fuzz target: a long float literal came back one ulp off after
+/// JSON → YAML → JSON until serde_json parsed floats exactly (`float_roundtrip`).
+#[test]
+fn long_float_literals_survive_conversion() {
+    let source = r#"{"schemaVersion":"2.2","mainSteps":[{"name":"s","action":"aws:runShellScript",
+        "inputs":{"runCommand":["true"],"timeoutSeconds":4.4444444444444437e102}}]}"#;
+    let document = Document::parse(source, Format::Json).expect("valid");
+    for format in [Format::Json, Format::Yaml] {
+        let text = document.to_format(format).expect("converts");
+        let again = Document::parse(&text, format).expect("parses back");
+        assert_eq!(again.content(), document.content(), "{format:?}:\n{text}");
+    }
+}
