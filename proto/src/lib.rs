@@ -30,3 +30,9 @@ pub mod documents {
         tonic::include_proto!("bosun.documents.v1");
     }
 }
+
+pub mod parameters {
+    pub mod v1 {
+        tonic::include_proto!("bosun.parameters.v1");
+    }
+}
