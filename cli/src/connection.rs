@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use bosun_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bosun_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bosun_proto::documents::v1::document_service_client::DocumentServiceClient;
+use bosun_proto::parameters::v1::parameter_service_client::ParameterServiceClient;
 use chrono::{DateTime, Utc};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -86,6 +87,7 @@ impl Interceptor for BearerAuth {
 pub type AuthClient = AuthServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type AuditClient = AuditServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type DocumentsClient = DocumentServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub type ParametersClient = ParameterServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 /// An open channel plus the credentials to use on it.
 #[derive(Clone, Debug)]
@@ -117,6 +119,10 @@ impl Connection {
 
     pub fn documents(&self) -> DocumentsClient {
         DocumentServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn parameters(&self) -> ParametersClient {
+        ParameterServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 }
 

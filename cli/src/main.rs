@@ -18,6 +18,7 @@ use crate::commands::Context;
 use crate::commands::api_keys::ApiKeysCommand;
 use crate::commands::audit::AuditCommand;
 use crate::commands::documents::DocCommand;
+use crate::commands::parameters::ParamCommand;
 use crate::commands::roles::RolesCommand;
 use crate::commands::session::LoginArgs;
 use crate::commands::users::UsersCommand;
@@ -93,6 +94,9 @@ enum Command {
     /// Manage documents: what Bosun runs on nodes, its runbooks and sessions.
     #[command(subcommand, visible_alias = "documents")]
     Doc(DocCommand),
+    /// Manage parameters: configuration values and secrets, their versions, labels and tags.
+    #[command(subcommand, visible_alias = "parameters")]
+    Param(ParamCommand),
     /// Run the all-in-one Bosun server.
     Server(server::ServerArgs),
     /// Run one Bosun service on its own.
@@ -144,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Roles(command) => commands::roles::run(&make_context()?, command).await,
         Command::Audit(command) => commands::audit::run(&make_context()?, command).await,
         Command::Doc(command) => commands::documents::run(&make_context()?, command).await,
+        Command::Param(command) => commands::parameters::run(&make_context()?, command).await,
     }
 }
 

@@ -1401,3 +1401,613 @@ mod document_tests {
         Ok(())
     }
 }
+
+// ---- parameters ----
+
+use bosun_proto::parameters::v1 as parameters_proto;
+
+/// A parameter type as SSM names it, so output matches the `Type` filter.
+fn parameter_type_name(value: i32) -> String {
+    match parameters_proto::ParameterType::try_from(value) {
+        Ok(parameters_proto::ParameterType::String) => "String".to_owned(),
+        Ok(parameters_proto::ParameterType::StringList) => "StringList".to_owned(),
+        Ok(parameters_proto::ParameterType::SecureString) => "SecureString".to_owned(),
+        Ok(parameters_proto::ParameterType::Unspecified) => "unspecified".to_owned(),
+        Err(_) => format!("unknown ({value})"),
+    }
+}
+
+/// A tier as SSM names it, so output matches the `Tier` filter.
+fn parameter_tier_name(value: i32) -> String {
+    match parameters_proto::ParameterTier::try_from(value) {
+        Ok(parameters_proto::ParameterTier::Standard) => "Standard".to_owned(),
+        Ok(parameters_proto::ParameterTier::Advanced) => "Advanced".to_owned(),
+        Ok(parameters_proto::ParameterTier::IntelligentTiering) => "Intelligent-Tiering".to_owned(),
+        Ok(parameters_proto::ParameterTier::Unspecified) => "unspecified".to_owned(),
+        Err(_) => format!("unknown ({value})"),
+    }
+}
+
+impl From<parameters_proto::Tag> for TagView {
+    fn from(tag: parameters_proto::Tag) -> Self {
+        Self {
+            key: tag.key,
+            value: tag.value,
+        }
+    }
+}
+
+/// What `param put` prints.
+#[derive(Debug, Serialize)]
+pub struct PutParameterView {
+    pub name: String,
+    pub version: i64,
+    pub tier: String,
+}
+
+impl PutParameterView {
+    pub fn new(name: String, response: parameters_proto::PutParameterResponse) -> Self {
+        Self {
+            name,
+            version: response.version,
+            tier: parameter_tier_name(response.tier),
+        }
+    }
+}
+
+impl Render for PutParameterView {
+    fn to_table(&self) -> String {
+        let line = format!(
+            "put parameter {}: version {}, tier {}",
+            self.name, self.version, self.tier
+        );
+        format!("{}\n", printable(&line))
+    }
+}
+
+/// A parameter with its value. Debug leaves the value out: it may be a decrypted secret.
+#[derive(Serialize)]
+pub struct ParameterView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub parameter_type: String,
+    /// Plaintext, or for a SecureString read without --decrypt the server's envelope.
+    pub value: String,
+    pub version: i64,
+    /// The `:version` or `:label` asked for, if any.
+    pub selector: String,
+    pub last_modified_date: Option<DateTime<Utc>>,
+    pub data_type: String,
+}
+
+impl std::fmt::Debug for ParameterView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParameterView")
+            .field("name", &self.name)
+            .field("parameter_type", &self.parameter_type)
+            .field("version", &self.version)
+            .field("selector", &self.selector)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<parameters_proto::Parameter> for ParameterView {
+    fn from(parameter: parameters_proto::Parameter) -> Self {
+        Self {
+            name: parameter.name,
+            parameter_type: parameter_type_name(parameter.r#type),
+            value: parameter.value,
+            version: parameter.version,
+            selector: parameter.selector,
+            last_modified_date: timestamp(parameter.last_modified_date),
+            data_type: parameter.data_type,
+        }
+    }
+}
+
+/// What `param get` and `param ls` print.
+#[derive(Debug, Serialize)]
+pub struct ParameterList {
+    pub parameters: Vec<ParameterView>,
+}
+
+impl Render for ParameterList {
+    fn to_table(&self) -> String {
+        let mut table = Table::new(vec!["NAME", "TYPE", "VERSION", "VALUE"]);
+        for parameter in &self.parameters {
+            table.row(vec![
+                parameter.name.clone(),
+                parameter.parameter_type.clone(),
+                parameter.version.to_string(),
+                parameter.value.clone(),
+            ]);
+        }
+        table.render()
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ParameterPolicyView {
+    /// The policy as JSON when it parses, else the raw text.
+    pub policy_text: serde_json::Value,
+    pub policy_type: String,
+    pub policy_status: String,
+}
+
+impl From<parameters_proto::ParameterInlinePolicy> for ParameterPolicyView {
+    fn from(policy: parameters_proto::ParameterInlinePolicy) -> Self {
+        Self {
+            policy_text: serde_json::from_str(&policy.policy_text)
+                .unwrap_or(serde_json::Value::String(policy.policy_text)),
+            policy_type: policy.policy_type,
+            policy_status: policy.policy_status,
+        }
+    }
+}
+
+/// A parameter's metadata, never its value.
+#[derive(Debug, Serialize)]
+pub struct ParameterMetadataView {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub parameter_type: String,
+    pub key_id: String,
+    pub version: i64,
+    pub tier: String,
+    pub last_modified_date: Option<DateTime<Utc>>,
+    pub last_modified_user: String,
+    pub description: String,
+    pub allowed_pattern: String,
+    pub policies: Vec<ParameterPolicyView>,
+    pub data_type: String,
+}
+
+impl From<parameters_proto::ParameterMetadata> for ParameterMetadataView {
+    fn from(metadata: parameters_proto::ParameterMetadata) -> Self {
+        Self {
+            name: metadata.name,
+            parameter_type: parameter_type_name(metadata.r#type),
+            key_id: metadata.key_id,
+            version: metadata.version,
+            tier: parameter_tier_name(metadata.tier),
+            last_modified_date: timestamp(metadata.last_modified_date),
+            last_modified_user: metadata.last_modified_user,
+            description: metadata.description,
+            allowed_pattern: metadata.allowed_pattern,
+            policies: metadata
+                .policies
+                .into_iter()
+                .map(ParameterPolicyView::from)
+                .collect(),
+            data_type: metadata.data_type,
+        }
+    }
+}
+
+/// What `param ls --describe` prints.
+#[derive(Debug, Serialize)]
+pub struct ParameterMetadataList {
+    pub parameters: Vec<ParameterMetadataView>,
+}
+
+impl Render for ParameterMetadataList {
+    fn to_table(&self) -> String {
+        let mut table = Table::new(vec![
+            "NAME",
+            "TYPE",
+            "VERSION",
+            "TIER",
+            "LAST MODIFIED",
+            "MODIFIED BY",
+            "DESCRIPTION",
+        ]);
+        for parameter in &self.parameters {
+            table.row(vec![
+                parameter.name.clone(),
+                parameter.parameter_type.clone(),
+                parameter.version.to_string(),
+                parameter.tier.clone(),
+                time_cell(parameter.last_modified_date),
+                text_cell(&parameter.last_modified_user),
+                text_cell(&parameter.description),
+            ]);
+        }
+        table.render()
+    }
+}
+
+/// One version of a parameter. Debug leaves the value out: it may be a decrypted secret.
+#[derive(Serialize)]
+pub struct ParameterHistoryView {
+    pub version: i64,
+    #[serde(rename = "type")]
+    pub parameter_type: String,
+    pub value: String,
+    pub labels: Vec<String>,
+    pub tier: String,
+    pub key_id: String,
+    pub last_modified_date: Option<DateTime<Utc>>,
+    pub last_modified_user: String,
+    pub description: String,
+    pub allowed_pattern: String,
+    pub policies: Vec<ParameterPolicyView>,
+    pub data_type: String,
+}
+
+impl std::fmt::Debug for ParameterHistoryView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParameterHistoryView")
+            .field("version", &self.version)
+            .field("parameter_type", &self.parameter_type)
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<parameters_proto::ParameterHistory> for ParameterHistoryView {
+    fn from(history: parameters_proto::ParameterHistory) -> Self {
+        Self {
+            version: history.version,
+            parameter_type: parameter_type_name(history.r#type),
+            value: history.value,
+            labels: history.labels,
+            tier: parameter_tier_name(history.tier),
+            key_id: history.key_id,
+            last_modified_date: timestamp(history.last_modified_date),
+            last_modified_user: history.last_modified_user,
+            description: history.description,
+            allowed_pattern: history.allowed_pattern,
+            policies: history
+                .policies
+                .into_iter()
+                .map(ParameterPolicyView::from)
+                .collect(),
+            data_type: history.data_type,
+        }
+    }
+}
+
+/// What `param history` prints.
+#[derive(Debug, Serialize)]
+pub struct ParameterHistoryList {
+    pub name: String,
+    pub versions: Vec<ParameterHistoryView>,
+}
+
+impl Render for ParameterHistoryList {
+    fn to_table(&self) -> String {
+        let mut table = Table::new(vec![
+            "VERSION",
+            "TYPE",
+            "TIER",
+            "LABELS",
+            "LAST MODIFIED",
+            "MODIFIED BY",
+            "VALUE",
+        ]);
+        for version in &self.versions {
+            table.row(vec![
+                version.version.to_string(),
+                version.parameter_type.clone(),
+                version.tier.clone(),
+                list_cell(&version.labels),
+                time_cell(version.last_modified_date),
+                text_cell(&version.last_modified_user),
+                version.value.clone(),
+            ]);
+        }
+        table.render()
+    }
+}
+
+/// What `param label` prints; the labels the server refused also go to stderr.
+#[derive(Debug, Serialize)]
+pub struct LabelResultView {
+    pub name: String,
+    pub parameter_version: i64,
+    /// The labels now on the version.
+    pub labels: Vec<String>,
+    pub invalid_labels: Vec<String>,
+}
+
+impl Render for LabelResultView {
+    fn to_table(&self) -> String {
+        if self.labels.is_empty() {
+            return String::new();
+        }
+        let line = format!(
+            "labelled version {} of parameter {}: {}",
+            self.parameter_version,
+            self.name,
+            self.labels.join(", ")
+        );
+        format!("{}\n", printable(&line))
+    }
+}
+
+/// What `param unlabel` prints; the labels that were not on the version also go to stderr.
+#[derive(Debug, Serialize)]
+pub struct UnlabelResultView {
+    pub name: String,
+    pub parameter_version: i64,
+    pub removed_labels: Vec<String>,
+    pub invalid_labels: Vec<String>,
+}
+
+impl Render for UnlabelResultView {
+    fn to_table(&self) -> String {
+        if self.removed_labels.is_empty() {
+            return String::new();
+        }
+        let line = format!(
+            "removed labels from version {} of parameter {}: {}",
+            self.parameter_version,
+            self.name,
+            self.removed_labels.join(", ")
+        );
+        format!("{}\n", printable(&line))
+    }
+}
+
+/// What `param rm` prints; the names that did not exist also go to stderr.
+#[derive(Debug, Default, Serialize)]
+pub struct DeletedParametersView {
+    pub deleted_parameters: Vec<String>,
+    pub invalid_parameters: Vec<String>,
+}
+
+impl Render for DeletedParametersView {
+    fn to_table(&self) -> String {
+        self.deleted_parameters
+            .iter()
+            .map(|name| format!("deleted parameter {}\n", printable(name)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod parameter_tests {
+    use super::*;
+    use crate::output::{OutputFormat, render};
+
+    // 2024-01-01T00:00:00Z.
+    const JAN_1: i64 = 1_704_067_200;
+
+    fn parameters() -> ParameterList {
+        ParameterList {
+            parameters: vec![
+                parameters_proto::Parameter {
+                    name: "/app/db/url".into(),
+                    r#type: parameters_proto::ParameterType::String as i32,
+                    value: "postgres://db:5432/app".into(),
+                    version: 3,
+                    selector: ":prod".into(),
+                    last_modified_date: Some(prost_types::Timestamp {
+                        seconds: JAN_1,
+                        nanos: 0,
+                    }),
+                    data_type: "text".into(),
+                }
+                .into(),
+                parameters_proto::Parameter {
+                    name: "/app/hosts".into(),
+                    r#type: parameters_proto::ParameterType::StringList as i32,
+                    value: "a,b\nc".into(),
+                    version: 12,
+                    ..Default::default()
+                }
+                .into(),
+            ],
+        }
+    }
+
+    fn metadata() -> ParameterMetadataList {
+        ParameterMetadataList {
+            parameters: vec![
+                parameters_proto::ParameterMetadata {
+                    name: "/app/db/password".into(),
+                    r#type: parameters_proto::ParameterType::SecureString as i32,
+                    key_id: "alias/bosun/parameters".into(),
+                    last_modified_date: Some(prost_types::Timestamp {
+                        seconds: JAN_1,
+                        nanos: 0,
+                    }),
+                    last_modified_user: "user/alice".into(),
+                    description: "db password".into(),
+                    version: 2,
+                    tier: parameters_proto::ParameterTier::Advanced as i32,
+                    policies: vec![parameters_proto::ParameterInlinePolicy {
+                        policy_text: r#"{"Type":"Expiration"}"#.into(),
+                        policy_type: "Expiration".into(),
+                        policy_status: "Pending".into(),
+                    }],
+                    ..Default::default()
+                }
+                .into(),
+                parameters_proto::ParameterMetadata {
+                    name: "/app/mode".into(),
+                    r#type: 9,
+                    version: 1,
+                    tier: parameters_proto::ParameterTier::Standard as i32,
+                    ..Default::default()
+                }
+                .into(),
+            ],
+        }
+    }
+
+    fn history() -> ParameterHistoryList {
+        ParameterHistoryList {
+            name: "/app/db/url".into(),
+            versions: vec![
+                parameters_proto::ParameterHistory {
+                    name: "/app/db/url".into(),
+                    r#type: parameters_proto::ParameterType::String as i32,
+                    value: "v1".into(),
+                    version: 1,
+                    tier: parameters_proto::ParameterTier::Standard as i32,
+                    last_modified_user: "user/alice".into(),
+                    ..Default::default()
+                }
+                .into(),
+                parameters_proto::ParameterHistory {
+                    name: "/app/db/url".into(),
+                    r#type: parameters_proto::ParameterType::String as i32,
+                    value: "v2".into(),
+                    version: 2,
+                    labels: vec!["prod".into(), "blue".into()],
+                    tier: parameters_proto::ParameterTier::Standard as i32,
+                    last_modified_date: Some(prost_types::Timestamp {
+                        seconds: JAN_1,
+                        nanos: 0,
+                    }),
+                    ..Default::default()
+                }
+                .into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn parameter_list_as_table_json_and_yaml() -> anyhow::Result<()> {
+        assert_eq!(
+            render(&parameters(), OutputFormat::Table)?,
+            "NAME         TYPE        VERSION  VALUE\n\
+             /app/db/url  String      3        postgres://db:5432/app\n\
+             /app/hosts   StringList  12       a,b c\n"
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&parameters(), OutputFormat::Json)?)?;
+        assert_eq!(
+            value["parameters"][0],
+            serde_json::json!({"name": "/app/db/url", "type": "String",
+                "value": "postgres://db:5432/app", "version": 3, "selector": ":prod",
+                "last_modified_date": "2024-01-01T00:00:00Z", "data_type": "text"})
+        );
+        // JSON keeps the value as stored, line breaks included.
+        assert_eq!(value["parameters"][1]["value"], "a,b\nc");
+        assert_eq!(
+            value["parameters"][1]["last_modified_date"],
+            serde_json::Value::Null
+        );
+
+        let yaml = render(&parameters(), OutputFormat::Yaml)?;
+        assert!(yaml.starts_with("parameters:\n"), "{yaml}");
+        assert!(yaml.contains("name: /app/db/url"), "{yaml}");
+        assert!(yaml.contains("type: StringList"), "{yaml}");
+        assert!(yaml.contains("version: 12"), "{yaml}");
+        Ok(())
+    }
+
+    #[test]
+    fn debug_never_shows_a_value() {
+        let list = parameters();
+        let text = format!("{list:?} {:?}", history());
+        assert!(!text.contains("postgres://"), "{text}");
+        assert!(!text.contains("v2"), "{text}");
+        assert!(text.contains("/app/db/url"), "{text}");
+    }
+
+    #[test]
+    fn metadata_list_as_table_json_and_yaml() -> anyhow::Result<()> {
+        assert_eq!(
+            render(&metadata(), OutputFormat::Table)?,
+            "NAME              TYPE          VERSION  TIER      LAST MODIFIED         MODIFIED BY  DESCRIPTION\n\
+             /app/db/password  SecureString  2        Advanced  2024-01-01T00:00:00Z  user/alice   db password\n\
+             /app/mode         unknown (9)   1        Standard  -                     -            -\n"
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&metadata(), OutputFormat::Json)?)?;
+        let first = &value["parameters"][0];
+        assert_eq!(first["type"], "SecureString");
+        assert_eq!(first["tier"], "Advanced");
+        assert_eq!(first["key_id"], "alias/bosun/parameters");
+        assert_eq!(first["policies"][0]["policy_text"]["Type"], "Expiration");
+        assert_eq!(first["policies"][0]["policy_status"], "Pending");
+        // Metadata never carries a value.
+        assert!(first.get("value").is_none());
+
+        let yaml = render(&metadata(), OutputFormat::Yaml)?;
+        assert!(yaml.starts_with("parameters:\n"), "{yaml}");
+        assert!(yaml.contains("tier: Advanced"), "{yaml}");
+        assert!(yaml.contains("last_modified_user: user/alice"), "{yaml}");
+        Ok(())
+    }
+
+    #[test]
+    fn history_as_table_json_and_yaml() -> anyhow::Result<()> {
+        assert_eq!(
+            render(&history(), OutputFormat::Table)?,
+            "VERSION  TYPE    TIER      LABELS      LAST MODIFIED         MODIFIED BY  VALUE\n\
+             1        String  Standard  -           -                     user/alice   v1\n\
+             2        String  Standard  prod, blue  2024-01-01T00:00:00Z  -            v2\n"
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&history(), OutputFormat::Json)?)?;
+        assert_eq!(value["name"], "/app/db/url");
+        assert_eq!(
+            value["versions"][1]["labels"],
+            serde_json::json!(["prod", "blue"])
+        );
+        assert_eq!(value["versions"][1]["value"], "v2");
+
+        let yaml = render(&history(), OutputFormat::Yaml)?;
+        assert!(yaml.starts_with("name: /app/db/url\n"), "{yaml}");
+        assert!(yaml.contains("- prod"), "{yaml}");
+        Ok(())
+    }
+
+    #[test]
+    fn results_of_put_label_unlabel_and_rm() -> anyhow::Result<()> {
+        let put = PutParameterView::new(
+            "/app/db".into(),
+            parameters_proto::PutParameterResponse {
+                version: 4,
+                tier: parameters_proto::ParameterTier::IntelligentTiering as i32,
+            },
+        );
+        assert_eq!(
+            render(&put, OutputFormat::Table)?,
+            "put parameter /app/db: version 4, tier Intelligent-Tiering\n"
+        );
+        let value: serde_json::Value = serde_json::from_str(&render(&put, OutputFormat::Json)?)?;
+        assert_eq!(
+            value,
+            serde_json::json!({"name": "/app/db", "version": 4, "tier": "Intelligent-Tiering"})
+        );
+        assert!(render(&put, OutputFormat::Yaml)?.contains("version: 4"));
+
+        let label = LabelResultView {
+            name: "/app/db".into(),
+            parameter_version: 4,
+            labels: vec!["prod".into()],
+            invalid_labels: vec!["9bad".into()],
+        };
+        assert_eq!(
+            render(&label, OutputFormat::Table)?,
+            "labelled version 4 of parameter /app/db: prod\n"
+        );
+        let value: serde_json::Value = serde_json::from_str(&render(&label, OutputFormat::Json)?)?;
+        assert_eq!(value["invalid_labels"], serde_json::json!(["9bad"]));
+
+        let unlabel = UnlabelResultView {
+            name: "/app/db".into(),
+            parameter_version: 4,
+            removed_labels: Vec::new(),
+            invalid_labels: vec!["gone".into()],
+        };
+        assert_eq!(render(&unlabel, OutputFormat::Table)?, "");
+
+        let deleted = DeletedParametersView {
+            deleted_parameters: vec!["/a".into(), "/b".into()],
+            invalid_parameters: vec!["/c".into()],
+        };
+        assert_eq!(
+            render(&deleted, OutputFormat::Table)?,
+            "deleted parameter /a\ndeleted parameter /b\n"
+        );
+        let yaml = render(&deleted, OutputFormat::Yaml)?;
+        assert!(yaml.contains("invalid_parameters:\n- /c"), "{yaml}");
+        Ok(())
+    }
+}

@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod documents;
+pub mod parameters;
 pub mod roles;
 pub mod session;
 pub mod users;
