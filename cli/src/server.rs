@@ -14,6 +14,7 @@ use bosun_auth::{KeyRing, TokenVerifier};
 use bosun_core::lifecycle::{Tasks, cancel_on_signals};
 use bosun_documents::DocumentServiceImpl;
 use bosun_gateway::{AuthConfig, Bootstrap, GatewayDeps, LocalServices};
+use bosun_parameters::{MasterKeyRing, ParameterServiceImpl};
 use bosun_queue::{MemoryQueue, Queue, QueueOptions, RedisQueue};
 use bosun_telemetry::{LogFormat, Metrics, TelemetryConfig};
 use figment::value::Value;
@@ -54,6 +55,16 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// gRPC service name → `http://host:port` of the process serving it.
     pub routes: BTreeMap<String, String>,
+    pub parameters: ParametersConfig,
+}
+
+/// `[parameters]` in bosun.toml.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParametersConfig {
+    /// SecureString master keys (JSON, mode 0600), created on first start. Default:
+    /// `<data_dir>/keys/parameters.json`. Every process serving parameters needs the same file.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +80,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             auth: AuthConfig::default(),
             routes: BTreeMap::new(),
+            parameters: ParametersConfig::default(),
         }
     }
 }
@@ -101,6 +113,13 @@ impl ServerConfig {
         self.database_url
             .clone()
             .unwrap_or_else(|| bosun_store::sqlite_url(&self.data_dir.join("bosun.db")))
+    }
+
+    fn parameters_key_file(&self) -> PathBuf {
+        self.parameters
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("parameters.json"))
     }
 
     fn key_file(&self) -> PathBuf {
@@ -150,6 +169,8 @@ pub enum ServiceName {
     Audit,
     /// bosun.documents.v1.DocumentService.
     Documents,
+    /// bosun.parameters.v1.ParameterService.
+    Parameters,
 }
 
 /// Flags of `bosun serve <service>`.
@@ -320,12 +341,23 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let _queue = process.open_queue().await?;
     bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_documents::Migrator>(&db).await?;
+    bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
     let audit = AuditLog::new(db.clone());
+    let parameter_keys = Arc::new(MasterKeyRing::load_or_create(
+        &process.config.parameters_key_file(),
+    )?);
     let local = LocalServices {
         routes: Routes::default()
             .add_service(AuditServiceImpl::new(db.clone()).into_server())
-            .add_service(DocumentServiceImpl::new(db.clone(), audit.clone()).into_server()),
-        names: vec![AUDIT_SERVICE, bosun_documents::SERVICE_NAME],
+            .add_service(DocumentServiceImpl::new(db.clone(), audit.clone()).into_server())
+            .add_service(
+                ParameterServiceImpl::new(db.clone(), audit.clone(), parameter_keys).into_server(),
+            ),
+        names: vec![
+            AUDIT_SERVICE,
+            bosun_documents::SERVICE_NAME,
+            bosun_parameters::SERVICE_NAME,
+        ],
     };
     let router = gateway_router(&process, db, audit, local).await?;
     process.run(router).await
@@ -362,6 +394,19 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             let routes =
                 Routes::default().add_service(DocumentServiceImpl::new(db, audit).into_server());
             run_standalone(process, routes, bosun_documents::SERVICE_NAME).await
+        }
+        ServiceName::Parameters => {
+            let process = Process::start(&args.common, "bosun-parameters")?;
+            let db = process.open_store().await?;
+            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
+            let audit = AuditLog::new(db.clone());
+            let keys = Arc::new(MasterKeyRing::load_or_create(
+                &process.config.parameters_key_file(),
+            )?);
+            let routes = Routes::default()
+                .add_service(ParameterServiceImpl::new(db, audit, keys).into_server());
+            run_standalone(process, routes, bosun_parameters::SERVICE_NAME).await
         }
     }
 }
@@ -550,6 +595,7 @@ mod example_config {
             if name == "full.toml" {
                 assert!(config.database_url.is_some() && config.redis_url.is_some());
                 assert!(config.admin_password.is_some() && config.auth.key_file.is_some());
+                assert!(config.parameters.key_file.is_some());
                 assert_eq!(config.routes.len(), 1);
             }
         }

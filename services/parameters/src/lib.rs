@@ -1,17 +1,26 @@
-//! Parameter Store domain core: SSM's rules for names, labels, values, tiers, versions and
-//! policies, and SecureString envelope encryption. No server dependencies live here; the
-//! gRPC service builds on these pure types and functions.
+//! Parameter Store: SSM's rules for names, labels, values, tiers, versions and policies,
+//! SecureString envelope encryption (the pure domain core), and the gRPC service with its
+//! tables built on them.
 
 pub mod crypto;
+mod entities;
 pub mod error;
 pub mod label;
+mod migrations;
 pub mod name;
 pub mod policy;
+mod service;
+mod store;
 pub mod value;
 pub mod versions;
 
 pub use crypto::{CryptoError, DEFAULT_KEY_ID, Envelope, MasterKeyRing};
 pub use label::{LabelOutcome, UnlabelOutcome, VersionLabels};
+pub use migrations::Migrator;
 pub use name::{ParameterName, ParameterPath, Selector, VersionSelector};
 pub use policy::{FiredEvent, ParameterPolicy, PolicyEvent, PolicyStatus, TimeUnit};
+pub use service::ParameterServiceImpl;
 pub use value::{AllowedPattern, ParameterType, Tier, TierRequest};
+
+/// The gRPC service name, for routing and health.
+pub const SERVICE_NAME: &str = "bosun.parameters.v1.ParameterService";

@@ -104,7 +104,8 @@ where
                 let started = Instant::now();
                 let ok = call(channel.clone(), i).await;
                 if measuring.load(Ordering::Relaxed) {
-                    latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+                    latencies
+                        .push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
                     if !ok {
                         errors += 1;
                     }
@@ -141,7 +142,12 @@ where
 async fn channels(url: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
     let mut channels = Vec::new();
     for _ in 0..count {
-        channels.push(Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true).connect().await?);
+        channels.push(
+            Endpoint::from_shared(url.to_owned())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
     }
     Ok(channels)
 }
@@ -181,7 +187,9 @@ async fn main() -> anyhow::Result<()> {
         return serve_echo().await;
     }
     let options = options()?;
-    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
     println!(
         "GetParameter benchmark: store {}, {} clients over {} connections, {} s, {} cores",
         options.store, options.clients, options.connections, options.seconds, cores
@@ -204,12 +212,19 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let echo_channels = echo_channels.context("echo server did not start")?;
-    let echo_figures = drive(&echo_channels, options.clients, options.seconds, |channel, _| async move {
-        HealthClient::new(channel)
-            .check(HealthCheckRequest { service: String::new() })
-            .await
-            .is_ok()
-    })
+    let echo_figures = drive(
+        &echo_channels,
+        options.clients,
+        options.seconds,
+        |channel, _| async move {
+            HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .is_ok()
+        },
+    )
     .await;
     echo.kill().await?;
 
@@ -219,9 +234,12 @@ async fn main() -> anyhow::Result<()> {
         _ => Store::Sqlite,
     };
     let data = tempfile::tempdir()?;
-    let mut launch = Launch::new(&["server"], data.path()).store(&store).env("RUST_LOG", "warn");
+    let mut launch = Launch::new(&["server"], data.path())
+        .store(&store)
+        .env("RUST_LOG", "warn");
     if options.store == "postgres" {
-        let redis = std::env::var("BOSUN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis = std::env::var("BOSUN_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         launch = launch.env("BOSUN_REDIS_URL", &redis);
     }
     let server = Process::start(launch).await?;
@@ -244,25 +262,33 @@ async fn main() -> anyhow::Result<()> {
             .context("seed parameters")?;
     }
     let parameters = options.parameters;
-    let bosun_figures = drive(&bosun_channels, options.clients, options.seconds, move |channel, i| {
-        let token = token.clone();
-        async move {
-            ParameterServiceClient::new(channel)
-                .get_parameter(authed(
-                    GetParameterRequest {
-                        name: format!("/bench/app/param-{}", i % parameters),
-                        with_decryption: false,
-                    },
-                    &token,
-                ))
-                .await
-                .is_ok()
-        }
-    })
+    let bosun_figures = drive(
+        &bosun_channels,
+        options.clients,
+        options.seconds,
+        move |channel, i| {
+            let token = token.clone();
+            async move {
+                ParameterServiceClient::new(channel)
+                    .get_parameter(authed(
+                        GetParameterRequest {
+                            name: format!("/bench/app/param-{}", i % parameters),
+                            with_decryption: false,
+                        },
+                        &token,
+                    ))
+                    .await
+                    .is_ok()
+            }
+        },
+    )
     .await;
 
     print("bare tonic unary (health Check)", &echo_figures);
-    print(&format!("bosun GetParameter ({})", options.store), &bosun_figures);
+    print(
+        &format!("bosun GetParameter ({})", options.store),
+        &bosun_figures,
+    );
     println!(
         "GetParameter reaches {:.0}% of the bare server's rate",
         100.0 * bosun_figures.rate() / echo_figures.rate().max(1.0)

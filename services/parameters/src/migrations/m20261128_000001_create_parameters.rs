@@ -1,0 +1,259 @@
+//! Creates `parameters`, `parameter_versions`, `parameter_labels` and `parameter_tags`.
+
+use bosun_store::sea_orm_migration::{self, prelude::*};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Parameters {
+    Table,
+    Name,
+    ParameterType,
+    Tier,
+    KeyId,
+    Description,
+    AllowedPattern,
+    DataType,
+    LatestVersion,
+    LastModifiedAt,
+    LastModifiedUser,
+    Policies,
+}
+
+#[derive(DeriveIden)]
+enum ParameterVersions {
+    Table,
+    Name,
+    Version,
+    Value,
+    ParameterType,
+    KeyId,
+    Description,
+    AllowedPattern,
+    Tier,
+    Policies,
+    DataType,
+    ModifiedAt,
+    ModifiedBy,
+}
+
+#[derive(DeriveIden)]
+enum ParameterLabels {
+    Table,
+    Name,
+    Label,
+    Version,
+}
+
+#[derive(DeriveIden)]
+enum ParameterTags {
+    Table,
+    Name,
+    Key,
+    Value,
+}
+
+/// Names are at most 1011 characters (`name::MAX_NAME_LENGTH`).
+const NAME_LENGTH: u32 = 1011;
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Parameters::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Parameters::Name)
+                            .string_len(NAME_LENGTH)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Parameters::ParameterType)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Parameters::Tier).string_len(16).not_null())
+                    .col(ColumnDef::new(Parameters::KeyId).string_len(256).not_null())
+                    .col(ColumnDef::new(Parameters::Description).text().not_null())
+                    .col(ColumnDef::new(Parameters::AllowedPattern).text().not_null())
+                    .col(
+                        ColumnDef::new(Parameters::DataType)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Parameters::LatestVersion)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Parameters::LastModifiedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Parameters::LastModifiedUser)
+                            .string()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Parameters::Policies).text().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        // Tier counts are taken on every create.
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("idx_parameters_tier")
+                    .table(Parameters::Table)
+                    .col(Parameters::Tier)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ParameterVersions::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ParameterVersions::Name)
+                            .string_len(NAME_LENGTH)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterVersions::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(ParameterVersions::Value).text().not_null())
+                    .col(
+                        ColumnDef::new(ParameterVersions::ParameterType)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterVersions::KeyId)
+                            .string_len(256)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterVersions::Description)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterVersions::AllowedPattern)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterVersions::Tier)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterVersions::Policies)
+                            .text()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterVersions::DataType)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterVersions::ModifiedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterVersions::ModifiedBy)
+                            .string()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(ParameterVersions::Name)
+                            .col(ParameterVersions::Version),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ParameterLabels::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ParameterLabels::Name)
+                            .string_len(NAME_LENGTH)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterLabels::Label)
+                            .string_len(100)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterLabels::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(ParameterLabels::Name)
+                            .col(ParameterLabels::Label),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(ParameterTags::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(ParameterTags::Name)
+                            .string_len(NAME_LENGTH)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterTags::Key)
+                            .string_len(128)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ParameterTags::Value)
+                            .string_len(256)
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(ParameterTags::Name)
+                            .col(ParameterTags::Key),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in [
+            ParameterTags::Table.into_iden(),
+            ParameterLabels::Table.into_iden(),
+            ParameterVersions::Table.into_iden(),
+            Parameters::Table.into_iden(),
+        ] {
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
+        }
+        Ok(())
+    }
+}

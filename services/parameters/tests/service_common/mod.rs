@@ -1,0 +1,335 @@
+//! Test harness for the ParameterService: the service and the AuditService in-process behind
+//! `VerifyLayer` on a loopback port, over a fresh database, with internal tokens minted per
+//! caller.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bosun_auth::{
+    DEFAULT_ISSUER, INTERNAL_AUDIENCE, PolicyDocument, Principal, SigningKey, TokenIssuer,
+    TokenVerifier, VerifyLayer,
+};
+use bosun_parameters::MasterKeyRing;
+use bosun_proto::audit::v1 as audit_pb;
+use bosun_proto::audit::v1::audit_service_client::AuditServiceClient;
+use bosun_proto::parameters::v1 as pb;
+use bosun_proto::parameters::v1::parameter_service_client::ParameterServiceClient;
+use bosun_store::testing::TestDatabase;
+use sea_orm::{ConnectionTrait, Statement};
+use tonic::transport::Channel;
+
+/// Everything, including `parameters:Decrypt`.
+pub const ADMIN: &str = "user/admin";
+/// Every parameters action on every parameter.
+pub const ALICE: &str = "user/alice";
+/// Every parameters action except decrypting.
+pub const BOB: &str = "user/bob";
+/// Every parameters action, on `/app/dev/*` only.
+pub const DEV: &str = "user/dev";
+/// No policies at all.
+pub const NOBODY: &str = "user/nobody";
+
+const ADMIN_POLICY: &str = r#"{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}"#;
+const ALICE_POLICY: &str =
+    r#"{"Statement": {"Effect": "Allow", "Action": "parameters:*", "Resource": "*"}}"#;
+const BOB_POLICY: &str = r#"{"Statement": [
+    {"Effect": "Allow", "Action": "parameters:*", "Resource": "*"},
+    {"Effect": "Deny", "Action": "parameters:Decrypt", "Resource": "*"}
+]}"#;
+const DEV_POLICY: &str = r#"{"Statement": {"Effect": "Allow", "Action": "parameters:*",
+    "Resource": "parameter:/app/dev/*"}}"#;
+
+/// A second master key the ring holds, besides the default.
+pub const OTHER_KEY: &str = "alias/other";
+
+pub struct Harness {
+    pub test_db: TestDatabase,
+    issuer: TokenIssuer,
+    channel: Channel,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Harness {
+    pub async fn start(test_db: TestDatabase) -> Harness {
+        bosun_store::migrate::<bosun_audit::Migrator>(&test_db.db)
+            .await
+            .expect("audit migrations apply");
+        bosun_store::migrate::<bosun_parameters::Migrator>(&test_db.db)
+            .await
+            .expect("parameters migrations apply");
+        let key = SigningKey::generate().expect("key");
+        let verifier =
+            TokenVerifier::new(&[key.verifying_key()], DEFAULT_ISSUER).expect("verifier");
+        let layer = VerifyLayer::new(Arc::new(verifier), INTERNAL_AUDIENCE);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let address = listener.local_addr().expect("bound address");
+        let mut ring = MasterKeyRing::generate_default().expect("key ring");
+        ring.generate(OTHER_KEY).expect("second key");
+        let parameters = bosun_parameters::ParameterServiceImpl::new(
+            test_db.db.clone(),
+            bosun_audit::AuditLog::new(test_db.db.clone()),
+            Arc::new(ring),
+        );
+        let audit = bosun_audit::AuditServiceImpl::new(test_db.db.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(parameters.into_server())
+            .add_service(audit.into_server())
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                async {
+                    let _ = stopped.await;
+                },
+            );
+        tokio::spawn(async move {
+            server.await.expect("the server runs until stopped");
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the test server");
+        Harness {
+            test_db,
+            issuer: TokenIssuer::new(key, DEFAULT_ISSUER),
+            channel,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn client(&self) -> ParameterServiceClient<Channel> {
+        ParameterServiceClient::new(self.channel.clone())
+    }
+
+    /// A request from `who` with an internal token carrying its policies.
+    pub fn req<T>(&self, who: &str, body: T) -> tonic::Request<T> {
+        let policies = match who {
+            ADMIN => vec![ADMIN_POLICY],
+            ALICE => vec![ALICE_POLICY],
+            BOB => vec![BOB_POLICY],
+            DEV => vec![DEV_POLICY],
+            _ => vec![],
+        };
+        let policies = policies
+            .into_iter()
+            .map(|text| PolicyDocument::parse(text).expect("policy parses"))
+            .collect();
+        let principal = Principal::parse(who).expect("principal");
+        let (token, _) = self
+            .issuer
+            .issue(
+                &principal,
+                INTERNAL_AUDIENCE,
+                "session-1",
+                vec![],
+                policies,
+                Duration::from_secs(60),
+            )
+            .expect("issue a token");
+        let mut request = tonic::Request::new(body);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+        request
+    }
+
+    pub async fn put(
+        &self,
+        who: &str,
+        body: pb::PutParameterRequest,
+    ) -> Result<pb::PutParameterResponse, tonic::Status> {
+        self.client()
+            .put_parameter(self.req(who, body))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Creates (or overwrites) a String parameter as ALICE; returns its version.
+    pub async fn put_string(&self, name: &str, value: &str, overwrite: bool) -> i64 {
+        self.put(
+            ALICE,
+            pb::PutParameterRequest {
+                name: name.into(),
+                value: value.into(),
+                r#type: pb::ParameterType::String as i32,
+                overwrite,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("put a string parameter")
+        .version
+    }
+
+    pub async fn get(
+        &self,
+        who: &str,
+        name: &str,
+        with_decryption: bool,
+    ) -> Result<pb::Parameter, tonic::Status> {
+        self.client()
+            .get_parameter(self.req(
+                who,
+                pb::GetParameterRequest {
+                    name: name.into(),
+                    with_decryption,
+                },
+            ))
+            .await
+            .map(|response| response.into_inner().parameter.expect("a parameter"))
+    }
+
+    /// Names under `path` the caller sees, following every page.
+    pub async fn by_path_names(
+        &self,
+        who: &str,
+        path: &str,
+        recursive: bool,
+        filters: Vec<pb::ParameterStringFilter>,
+        max_results: i32,
+    ) -> Result<Vec<String>, tonic::Status> {
+        let mut names = Vec::new();
+        let mut next_token = String::new();
+        loop {
+            let page = self
+                .client()
+                .get_parameters_by_path(self.req(
+                    who,
+                    pb::GetParametersByPathRequest {
+                        path: path.into(),
+                        recursive,
+                        parameter_filters: filters.clone(),
+                        with_decryption: false,
+                        max_results,
+                        next_token: next_token.clone(),
+                    },
+                ))
+                .await?
+                .into_inner();
+            assert!(
+                max_results == 0 || page.parameters.len() <= max_results as usize,
+                "page larger than max_results"
+            );
+            names.extend(page.parameters.into_iter().map(|p| p.name));
+            if page.next_token.is_empty() {
+                return Ok(names);
+            }
+            next_token = page.next_token;
+        }
+    }
+
+    /// Names DescribeParameters returns to the caller, following every page.
+    pub async fn describe_names(
+        &self,
+        who: &str,
+        parameter_filters: Vec<pb::ParameterStringFilter>,
+        max_results: i32,
+    ) -> Result<Vec<String>, tonic::Status> {
+        let mut names = Vec::new();
+        let mut next_token = String::new();
+        loop {
+            let page = self
+                .client()
+                .describe_parameters(self.req(
+                    who,
+                    pb::DescribeParametersRequest {
+                        filters: vec![],
+                        parameter_filters: parameter_filters.clone(),
+                        max_results,
+                        next_token: next_token.clone(),
+                    },
+                ))
+                .await?
+                .into_inner();
+            names.extend(page.parameters.into_iter().map(|p| p.name));
+            if page.next_token.is_empty() {
+                return Ok(names);
+            }
+            next_token = page.next_token;
+        }
+    }
+
+    /// Audit events for `action`, newest first, read through the AuditService as admin.
+    pub async fn audit_events(&self, action: &str) -> Vec<audit_pb::AuditEvent> {
+        AuditServiceClient::new(self.channel.clone())
+            .list_audit_events(self.req(
+                ADMIN,
+                audit_pb::ListAuditEventsRequest {
+                    action: action.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("list audit events")
+            .into_inner()
+            .events
+    }
+
+    /// Runs raw SQL on the test database (table checks a client cannot make).
+    pub async fn sql_strings(&self, sql: &str, column: &str) -> Vec<String> {
+        let backend = self.test_db.db.get_database_backend();
+        self.test_db
+            .db
+            .query_all_raw(Statement::from_string(backend, sql.to_owned()))
+            .await
+            .expect("raw query")
+            .into_iter()
+            .map(|row| row.try_get::<String>("", column).expect("text column"))
+            .collect()
+    }
+
+    pub async fn sql_execute(&self, sql: &str) {
+        let backend = self.test_db.db.get_database_backend();
+        self.test_db
+            .db
+            .execute_raw(Statement::from_string(backend, sql.to_owned()))
+            .await
+            .expect("raw statement");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.test_db.cleanup().await;
+    }
+}
+
+/// Asserts a failure's gRPC code and SSM error name; returns the status for more checks.
+#[track_caller]
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    reason: &str,
+) -> tonic::Status {
+    let status = result.expect_err("the call fails");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(
+        bosun_core::error::status_reason(&status).as_deref(),
+        Some(reason),
+        "{status:?}"
+    );
+    status
+}
+
+/// The fields the status names as violated.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    bosun_core::error::status_violations(status)
+        .into_iter()
+        .map(|violation| violation.field)
+        .collect()
+}
+
+pub fn filter(key: &str, option: &str, values: &[&str]) -> pb::ParameterStringFilter {
+    pb::ParameterStringFilter {
+        key: key.into(),
+        option: option.into(),
+        values: values.iter().map(|v| v.to_string()).collect(),
+    }
+}
