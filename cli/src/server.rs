@@ -14,7 +14,7 @@ use bosun_auth::{KeyRing, TokenVerifier};
 use bosun_core::lifecycle::{Tasks, cancel_on_signals};
 use bosun_documents::DocumentServiceImpl;
 use bosun_gateway::{AuthConfig, Bootstrap, GatewayDeps, LocalServices};
-use bosun_parameters::{MasterKeyRing, ParameterServiceImpl};
+use bosun_parameters::{MasterKeyRing, ParameterServiceImpl, PolicyWorker, SystemClock};
 use bosun_queue::{MemoryQueue, Queue, QueueOptions, RedisQueue};
 use bosun_telemetry::{LogFormat, Metrics, TelemetryConfig};
 use figment::value::Value;
@@ -336,23 +336,17 @@ async fn gateway_router(
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let process = Process::start(&args.common, "bosun-server")?;
     let db = process.open_store().await?;
-    // The queue is not used by any service yet; opening it checks Redis at start-up, so a bad
-    // BOSUN_REDIS_URL fails now rather than at the first command.
-    let _queue = process.open_queue().await?;
+    let queue = process.open_queue().await?;
     bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_documents::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
     let audit = AuditLog::new(db.clone());
-    let parameter_keys = Arc::new(MasterKeyRing::load_or_create(
-        &process.config.parameters_key_file(),
-    )?);
+    let parameters = parameter_service(&process, &db, &audit, &queue)?;
     let local = LocalServices {
         routes: Routes::default()
             .add_service(AuditServiceImpl::new(db.clone()).into_server())
             .add_service(DocumentServiceImpl::new(db.clone(), audit.clone()).into_server())
-            .add_service(
-                ParameterServiceImpl::new(db.clone(), audit.clone(), parameter_keys).into_server(),
-            ),
+            .add_service(parameters.into_server()),
         names: vec![
             AUDIT_SERVICE,
             bosun_documents::SERVICE_NAME,
@@ -398,17 +392,45 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         ServiceName::Parameters => {
             let process = Process::start(&args.common, "bosun-parameters")?;
             let db = process.open_store().await?;
+            let queue = process.open_queue().await?;
             bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
             bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
             let audit = AuditLog::new(db.clone());
-            let keys = Arc::new(MasterKeyRing::load_or_create(
-                &process.config.parameters_key_file(),
-            )?);
             let routes = Routes::default()
-                .add_service(ParameterServiceImpl::new(db, audit, keys).into_server());
+                .add_service(parameter_service(&process, &db, &audit, &queue)?.into_server());
             run_standalone(process, routes, bosun_parameters::SERVICE_NAME).await
         }
     }
+}
+
+/// The ParameterService with its change events, and its policy worker started as a critical
+/// task (it deletes expired parameters and sends policy notifications).
+fn parameter_service(
+    process: &Process,
+    db: &DatabaseConnection,
+    audit: &AuditLog,
+    queue: &Arc<dyn Queue>,
+) -> anyhow::Result<ParameterServiceImpl> {
+    let keys = Arc::new(MasterKeyRing::load_or_create(
+        &process.config.parameters_key_file(),
+    )?);
+    let worker = PolicyWorker::new(
+        db.clone(),
+        audit.clone(),
+        Some(queue.clone()),
+        Arc::new(SystemClock),
+    );
+    let service = ParameterServiceImpl::new(db.clone(), audit.clone(), keys)
+        .with_events(queue.clone())
+        .with_policy_wake(worker.wake_handle());
+    let shutdown = process.shutdown.clone();
+    process
+        .tasks
+        .spawn_critical("parameter-policies", async move {
+            worker.run(shutdown).await;
+            Ok(())
+        });
+    Ok(service)
 }
 
 /// Serves `routes` on their own, verifying the gateway's internal tokens with the public keys

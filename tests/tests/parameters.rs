@@ -161,3 +161,100 @@ async fn parameters_behind_the_proxy_on_postgres() -> anyhow::Result<()> {
     let token = gateway.admin_token().await?;
     secure_round_trip(&gateway, &token).await
 }
+
+/// The real server enforces an Expiration policy: the parameter is deleted at its time, and
+/// every change and the expiry reach the Redis event stream `bosun:events`.
+#[tokio::test]
+async fn expiration_deletes_on_time_and_events_reach_redis() -> anyhow::Result<()> {
+    let redis_url =
+        std::env::var("BOSUN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let store = Store::postgres().await;
+    let data = tempfile::tempdir()?;
+    let server = Process::start(
+        Launch::new(&["server"], data.path())
+            .store(&store)
+            .env("BOSUN_REDIS_URL", &redis_url),
+    )
+    .await?;
+    let token = server.admin_token().await?;
+    let name = format!("/expiring/{}", uuid::Uuid::new_v4().simple());
+    let expires_at = chrono::Utc::now() + chrono::TimeDelta::seconds(2);
+    let policies = format!(
+        r#"[{{"Type":"Expiration","Version":"1.0","Attributes":{{"Timestamp":"{}"}}}}]"#,
+        expires_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    let mut client = parameters(&server).await?;
+    client
+        .put_parameter(authed(
+            PutParameterRequest {
+                name: name.clone(),
+                value: "short-lived".into(),
+                r#type: ParameterType::String as i32,
+                tier: ParameterTier::Advanced as i32,
+                policies,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await?;
+    let get = || {
+        let mut client = client.clone();
+        let (name, token) = (name.clone(), token.clone());
+        async move {
+            client
+                .get_parameter(authed(
+                    GetParameterRequest {
+                        name,
+                        with_decryption: false,
+                    },
+                    &token,
+                ))
+                .await
+                .err()
+                .map(|s| s.code())
+        }
+    };
+    assert_eq!(get().await, None, "the parameter exists before its expiry");
+    let mut code = None;
+    for _ in 0..100 {
+        code = get().await;
+        if code.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        code,
+        Some(Code::NotFound),
+        "not deleted within 10 s of its expiry"
+    );
+    assert!(
+        chrono::Utc::now() >= expires_at,
+        "deleted before its expiry"
+    );
+
+    let mut redis = redis::Client::open(redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg("bosun:events")
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(500)
+        .query_async(&mut redis)
+        .await?;
+    let operations: Vec<String> = entries
+        .ids
+        .iter()
+        .filter_map(|entry| entry.get::<String>("payload"))
+        .filter_map(|payload| serde_json::from_str::<serde_json::Value>(&payload).ok())
+        .filter(|event| event["name"] == name.as_str())
+        .filter_map(|event| event["operation"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        operations.contains(&"Create".to_string()) && operations.contains(&"Expired".to_string()),
+        "events for {name}: {operations:?}"
+    );
+    Ok(())
+}

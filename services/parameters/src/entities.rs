@@ -1,5 +1,5 @@
 //! The Parameter Store tables: one row per parameter (its current metadata), one per kept
-//! version, one per label and one per tag.
+//! version, one per label, one per tag, and one per policy firing that happened.
 
 pub mod parameter {
     use sea_orm::entity::prelude::*;
@@ -100,6 +100,27 @@ pub mod tag {
         #[sea_orm(primary_key, auto_increment = false)]
         pub key: String,
         pub value: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod policy_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "parameter_policy_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub policy_index: i32,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub due_at: ChronoDateTimeUtc,
+        pub fired_at: ChronoDateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

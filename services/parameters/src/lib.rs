@@ -1,24 +1,28 @@
 //! Parameter Store: SSM's rules for names, labels, values, tiers, versions and policies,
 //! SecureString envelope encryption (the pure domain core), and the gRPC service with its
-//! tables built on them.
+//! tables built on them; change events and the worker that enforces policies.
 
 pub mod crypto;
 mod entities;
 pub mod error;
+pub mod events;
 pub mod label;
 mod migrations;
 pub mod name;
 pub mod policy;
+pub mod policy_worker;
 mod service;
 mod store;
 pub mod value;
 pub mod versions;
 
 pub use crypto::{CryptoError, DEFAULT_KEY_ID, Envelope, MasterKeyRing};
+pub use events::{ChangeEvent, ChangeOperation, EVENTS_STREAM};
 pub use label::{LabelOutcome, UnlabelOutcome, VersionLabels};
 pub use migrations::Migrator;
 pub use name::{ParameterName, ParameterPath, Selector, VersionSelector};
 pub use policy::{FiredEvent, ParameterPolicy, PolicyEvent, PolicyStatus, TimeUnit};
+pub use policy_worker::{Clock, ManualClock, PolicyWorker, RunReport, SystemClock};
 pub use service::ParameterServiceImpl;
 pub use value::{AllowedPattern, ParameterType, Tier, TierRequest};
 

@@ -18,16 +18,20 @@ use bosun_proto::parameters::v1 as pb;
 use bosun_proto::parameters::v1::parameter_service_server::{
     ParameterService, ParameterServiceServer,
 };
+use bosun_queue::Queue;
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 use secrecy::ExposeSecret;
+use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::crypto::{Envelope, MasterKeyRing, validate_key_id};
 use crate::error::{PARAMETER_NOT_FOUND, PARAMETER_VERSION_NOT_FOUND, VALIDATION};
+use crate::events::{ChangeEvent, ChangeOperation, EventPublisher};
 use crate::label::{label_version, unlabel_version, version_with_label};
 use crate::name::{ParameterName, ParameterPath, Selector, VersionSelector};
-use crate::policy::{ParameterPolicy, parse_policies, statuses};
+use crate::policy::{FiredEvent, ParameterPolicy, parse_policies, statuses};
+use crate::policy_worker::{Clock, SystemClock};
 use crate::store::{self, ParameterRecord, VersionRecord};
 use crate::value::{
     AllowedPattern, ParameterType, Tier, TierRequest, check_data_type, check_description,
@@ -61,11 +65,89 @@ pub struct ParameterServiceImpl {
     db: DatabaseConnection,
     audit: AuditLog,
     keys: Arc<MasterKeyRing>,
+    events: EventPublisher,
+    /// Poked after every committed write to a parameter with policies, so the policy worker
+    /// reschedules without waiting out its sleep.
+    policy_wake: Option<Arc<Notify>>,
+    /// Stamps versions, so tests that move the policy worker's clock move this one too.
+    clock: Arc<dyn Clock>,
 }
 
 impl ParameterServiceImpl {
     pub fn new(db: DatabaseConnection, audit: AuditLog, keys: Arc<MasterKeyRing>) -> Self {
-        ParameterServiceImpl { db, audit, keys }
+        ParameterServiceImpl {
+            db,
+            audit,
+            keys,
+            events: EventPublisher::default(),
+            policy_wake: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Takes modification times from `clock` (the policy worker's, in tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Publishes every committed change to the `events` stream of `queue`.
+    pub fn with_events(mut self, queue: Arc<dyn Queue>) -> Self {
+        self.events = EventPublisher::new(Some(queue));
+        self
+    }
+
+    /// Wakes the policy worker (`PolicyWorker::wake_handle`) after writes to parameters with
+    /// policies.
+    pub fn with_policy_wake(mut self, wake: Arc<Notify>) -> Self {
+        self.policy_wake = Some(wake);
+        self
+    }
+
+    /// Publishes one committed change to `parameter` (at `version`) by the caller.
+    async fn publish_one(
+        &self,
+        operation: ChangeOperation,
+        caller: &AuthContext,
+        parameter: &ParameterRecord,
+        version: i64,
+    ) {
+        self.events
+            .publish(&[ChangeEvent::new(
+                operation,
+                &parameter.name,
+                version,
+                &parameter.parameter_type,
+                &caller.principal.to_string(),
+                self.clock.now(),
+            )])
+            .await;
+    }
+
+    /// Publishes a Delete per deleted parameter, with the version it had last.
+    async fn publish_deletes(&self, caller: &AuthContext, deleted: &[ParameterRecord]) {
+        let principal = caller.principal.to_string();
+        let now = self.clock.now();
+        let events: Vec<ChangeEvent> = deleted
+            .iter()
+            .map(|parameter| {
+                ChangeEvent::new(
+                    ChangeOperation::Delete,
+                    &parameter.name,
+                    parameter.latest_version,
+                    &parameter.parameter_type,
+                    &principal,
+                    now,
+                )
+            })
+            .collect();
+        self.events.publish(&events).await;
+    }
+
+    fn wake_policy_worker(&self) {
+        if let Some(wake) = &self.policy_wake {
+            wake.notify_one();
+        }
     }
 
     pub fn into_server(self) -> ParameterServiceServer<Self> {
@@ -157,7 +239,7 @@ fn policies_to_text(policies: &[ParameterPolicy]) -> String {
 
 /// Stored policies were canonicalised on write, so they parse; anything else is reported as
 /// no policies rather than failing a read.
-fn stored_policies(text: &str) -> Vec<ParameterPolicy> {
+pub(crate) fn stored_policies(text: &str) -> Vec<ParameterPolicy> {
     if text.is_empty() {
         return Vec::new();
     }
@@ -167,10 +249,15 @@ fn stored_policies(text: &str) -> Vec<ParameterPolicy> {
     })
 }
 
-/// Policies with their status. Nothing records fired events yet, so all are Pending.
-fn inline_policies(text: &str, last_modified: DateTime<Utc>) -> Vec<pb::ParameterInlinePolicy> {
+/// Policies with their status: Finished once the worker acted on the policy's current due
+/// time (`fired`), Pending before.
+fn inline_policies(
+    text: &str,
+    last_modified: DateTime<Utc>,
+    fired: &[FiredEvent],
+) -> Vec<pb::ParameterInlinePolicy> {
     let policies = stored_policies(text);
-    let status = statuses(&policies, last_modified, &[]);
+    let status = statuses(&policies, last_modified, fired);
     policies
         .iter()
         .zip(status)
@@ -182,7 +269,19 @@ fn inline_policies(text: &str, last_modified: DateTime<Utc>) -> Vec<pb::Paramete
         .collect()
 }
 
-fn metadata(record: &ParameterRecord) -> pb::ParameterMetadata {
+/// The firings of a parameter, read only when it has policies (most have none).
+async fn fired_for<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+    policies: &str,
+) -> Result<Vec<FiredEvent>, ApiError> {
+    if policies.is_empty() || policies == "[]" {
+        return Ok(Vec::new());
+    }
+    store::fired_events(conn, name).await
+}
+
+fn metadata(record: &ParameterRecord, fired: &[FiredEvent]) -> pb::ParameterMetadata {
     pb::ParameterMetadata {
         name: record.name.clone(),
         r#type: type_to_proto(&record.parameter_type),
@@ -193,7 +292,7 @@ fn metadata(record: &ParameterRecord) -> pb::ParameterMetadata {
         allowed_pattern: record.allowed_pattern.clone(),
         version: record.latest_version,
         tier: tier_to_proto(&record.tier),
-        policies: inline_policies(&record.policies, record.last_modified_at),
+        policies: inline_policies(&record.policies, record.last_modified_at, fired),
         data_type: record.data_type.clone(),
     }
 }
@@ -616,12 +715,22 @@ impl PutRequest {
     }
 }
 
-/// Applies a PutParameter in `txn`; returns (version, stored tier).
+/// What a committed PutParameter did, for the response and the change event.
+struct PutOutcome {
+    version: i64,
+    tier: Tier,
+    created: bool,
+    parameter_type: ParameterType,
+    has_policies: bool,
+}
+
+/// Applies a PutParameter in `txn`.
 async fn put(
     txn: &DatabaseTransaction,
     keys: &MasterKeyRing,
     request: PutRequest,
-) -> Result<(i64, Tier), ApiError> {
+    now: DateTime<Utc>,
+) -> Result<PutOutcome, ApiError> {
     let name = request.name.as_str();
     let current = store::get_parameter(txn, name).await?;
     if current.is_some() && !request.overwrite {
@@ -710,7 +819,6 @@ async fn put(
         .clone()
         .or_else(|| current.as_ref().map(|record| record.description.clone()))
         .unwrap_or_default();
-    let now = Utc::now();
     let version = current
         .as_ref()
         .map_or(1, |record| record.latest_version.saturating_add(1));
@@ -744,12 +852,17 @@ async fn put(
         modified_at: now,
         modified_by: request.principal.clone(),
     };
+    let created = current.is_none();
     match current {
         None => {
             store::insert_parameter(txn, &record, &next).await?;
             store::put_tags(txn, name, &request.tags).await?;
         }
         Some(current) => {
+            // Firings are keyed by policy index; once the policies change, they are stale.
+            if current.policies != record.policies {
+                store::clear_fired_events(txn, name).await?;
+            }
             let labelled = store::version_labels(txn, name).await?;
             let drop = versions_to_drop(
                 name,
@@ -765,7 +878,13 @@ async fn put(
             store::delete_versions(txn, name, &drop).await?;
         }
     }
-    Ok((version, tier))
+    Ok(PutOutcome {
+        version,
+        tier,
+        created,
+        parameter_type,
+        has_policies: !policies.is_empty(),
+    })
 }
 
 // ---- reads --------------------------------------------------------------------------------
@@ -952,14 +1071,34 @@ impl ParameterService for ParameterServiceImpl {
                 }));
         let authorization = authorize(&caller, "PutParameter", &name);
         let keys = Arc::clone(&self.keys);
-        let (version, tier) = self
+        let now = self.clock.now();
+        let outcome = self
             .audited(vec![record], authorization, move |txn| {
-                Box::pin(async move { put(txn, &keys, checked).await })
+                Box::pin(async move { put(txn, &keys, checked, now).await })
             })
             .await?;
+        let operation = if outcome.created {
+            ChangeOperation::Create
+        } else {
+            ChangeOperation::Update
+        };
+        self.events
+            .publish(&[ChangeEvent::new(
+                operation,
+                &name,
+                outcome.version,
+                outcome.parameter_type.as_str(),
+                &caller.principal.to_string(),
+                self.clock.now(),
+            )])
+            .await;
+        // A write that removed the policies also changes the worker's schedule.
+        if outcome.has_policies || !body.policies.is_empty() {
+            self.wake_policy_worker();
+        }
         Ok(Response::new(pb::PutParameterResponse {
-            version,
-            tier: tier_to_proto(tier.as_str()),
+            version: outcome.version,
+            tier: tier_to_proto(outcome.tier.as_str()),
         }))
     }
 
@@ -1137,16 +1276,18 @@ impl ParameterService for ParameterServiceImpl {
             &resource(&name),
         );
         let authorization = authorize(&caller, "DeleteParameter", &name);
-        self.audited(vec![record], authorization, move |txn| {
-            Box::pin(async move {
-                if store::delete_parameter(txn, &name).await? {
-                    Ok(())
-                } else {
-                    Err(parameter_not_found("delete", &name))
-                }
+        let deleted = self
+            .audited(vec![record], authorization, move |txn| {
+                Box::pin(async move {
+                    let parameter = store::get_parameter(txn, &name)
+                        .await?
+                        .ok_or_else(|| parameter_not_found("delete", &name))?;
+                    store::delete_parameter(txn, &name).await?;
+                    Ok(parameter)
+                })
             })
-        })
-        .await?;
+            .await?;
+        self.publish_deletes(&caller, &[deleted]).await;
         Ok(Response::new(pb::DeleteParameterResponse {}))
     }
 
@@ -1184,18 +1325,21 @@ impl ParameterService for ParameterServiceImpl {
                     let mut deleted = Vec::new();
                     let mut missing = Vec::new();
                     for name in names {
-                        if store::delete_parameter(txn, &name).await? {
-                            deleted.push(name);
-                        } else {
-                            missing.push(name);
+                        match store::get_parameter(txn, &name).await? {
+                            Some(parameter) => {
+                                store::delete_parameter(txn, &name).await?;
+                                deleted.push(parameter);
+                            }
+                            None => missing.push(name),
                         }
                     }
                     Ok((deleted, missing))
                 })
             })
             .await?;
+        self.publish_deletes(&caller, &deleted_parameters).await;
         Ok(Response::new(pb::DeleteParametersResponse {
-            deleted_parameters,
+            deleted_parameters: deleted_parameters.into_iter().map(|p| p.name).collect(),
             invalid_parameters,
         }))
     }
@@ -1236,6 +1380,14 @@ impl ParameterService for ParameterServiceImpl {
         if body.with_decryption && versions.iter().any(is_secure) {
             self.check_decrypt(&request, &caller, name.as_str()).await?;
         }
+        let fired = if versions
+            .iter()
+            .any(|v| !v.policies.is_empty() && v.policies != "[]")
+        {
+            store::fired_events(&self.db, name.as_str()).await?
+        } else {
+            Vec::new()
+        };
         let mut labels: BTreeMap<i64, Vec<String>> = BTreeMap::new();
         for (label, version) in store::labels(&self.db, name.as_str()).await? {
             labels.entry(version).or_default().push(label);
@@ -1257,7 +1409,7 @@ impl ParameterService for ParameterServiceImpl {
                 version: version.version,
                 labels: labels.remove(&version.version).unwrap_or_default(),
                 tier: tier_to_proto(&version.tier),
-                policies: inline_policies(&version.policies, version.modified_at),
+                policies: inline_policies(&version.policies, version.modified_at, &fired),
                 data_type: version.data_type.clone(),
             });
         }
@@ -1300,13 +1452,24 @@ impl ParameterService for ParameterServiceImpl {
                     for label in &outcome.added {
                         store::set_label(txn, &name, label, number).await?;
                     }
-                    Ok((outcome.invalid_labels, number))
+                    let changed = !outcome.added.is_empty();
+                    Ok((outcome.invalid_labels, number, changed, parameter))
                 })
             })
             .await?;
+        let (invalid_labels, parameter_version, changed, parameter) = outcome;
+        if changed {
+            self.publish_one(
+                ChangeOperation::LabelParameterVersion,
+                &caller,
+                &parameter,
+                parameter_version,
+            )
+            .await;
+        }
         Ok(Response::new(pb::LabelParameterVersionResponse {
-            invalid_labels: outcome.0,
-            parameter_version: outcome.1,
+            invalid_labels,
+            parameter_version,
         }))
     }
 
@@ -1334,17 +1497,27 @@ impl ParameterService for ParameterServiceImpl {
         let outcome = self
             .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
-                    if store::get_parameter(txn, &name).await?.is_none() {
-                        return Err(parameter_not_found("unlabel", &name));
-                    }
+                    let parameter = store::get_parameter(txn, &name)
+                        .await?
+                        .ok_or_else(|| parameter_not_found("unlabel", &name))?;
                     let mut labels = store::version_labels(txn, &name).await?;
                     let outcome =
                         unlabel_version(&name, &mut labels, number.unsigned_abs(), &requested)?;
                     store::remove_labels(txn, &name, &outcome.removed).await?;
-                    Ok(outcome)
+                    Ok((outcome, parameter))
                 })
             })
             .await?;
+        let (outcome, parameter) = outcome;
+        if !outcome.removed.is_empty() {
+            self.publish_one(
+                ChangeOperation::UnlabelParameterVersion,
+                &caller,
+                &parameter,
+                number,
+            )
+            .await;
+        }
         Ok(Response::new(pb::UnlabelParameterVersionResponse {
             removed_labels: outcome.removed,
             invalid_labels: outcome.invalid_labels,
@@ -1390,7 +1563,8 @@ impl ParameterService for ParameterServiceImpl {
                 {
                     continue;
                 }
-                parameters.push(metadata(&record));
+                let fired = fired_for(&self.db, &record.name, &record.policies).await?;
+                parameters.push(metadata(&record, &fired));
                 if parameters.len() == limit {
                     next_token = encode_token(&record.name);
                     break 'scan;

@@ -12,9 +12,10 @@ use sea_orm::{
     QueryOrder, QuerySelect, Set, SqlErr,
 };
 
-use crate::entities::{label, parameter, tag, version};
+use crate::entities::{label, parameter, policy_event, tag, version};
 use crate::error::{PARAMETER_ALREADY_EXISTS, TOO_MANY_UPDATES};
 use crate::label::VersionLabels;
+use crate::policy::FiredEvent;
 
 /// A parameter's current metadata (what its latest version says).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,7 +337,7 @@ pub async fn delete_versions<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Deletes a parameter with its versions, labels and tags; false when it did not exist.
+/// Deletes a parameter with its versions, labels, tags and policy firings; false when it did not exist.
 pub async fn delete_parameter<C: ConnectionTrait>(conn: &C, name: &str) -> Result<bool, ApiError> {
     let deleted = parameter::Entity::delete_many()
         .filter(parameter::Column::Name.eq(name))
@@ -358,6 +359,7 @@ pub async fn delete_parameter<C: ConnectionTrait>(conn: &C, name: &str) -> Resul
         .exec(conn)
         .await
         .map_err(db_error("delete parameter tags"))?;
+    clear_fired_events(conn, name).await?;
     Ok(deleted.rows_affected > 0)
 }
 
@@ -478,5 +480,83 @@ pub async fn remove_tags<C: ConnectionTrait>(
         .exec(conn)
         .await
         .map_err(db_error("delete parameter tags"))?;
+    Ok(())
+}
+
+/// Parameters that have policies, in name order after `after`, at most `limit`.
+pub async fn list_with_policies<C: ConnectionTrait>(
+    conn: &C,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<ParameterRecord>, ApiError> {
+    let mut query = parameter::Entity::find()
+        .filter(parameter::Column::Policies.ne("[]"))
+        .filter(parameter::Column::Policies.ne(""))
+        .order_by_asc(parameter::Column::Name);
+    if let Some(after) = after {
+        query = query.filter(parameter::Column::Name.gt(after));
+    }
+    Ok(query
+        .limit(limit)
+        .all(conn)
+        .await
+        .map_err(db_error("list parameters with policies"))?
+        .into_iter()
+        .map(parameter_record)
+        .collect())
+}
+
+/// The policy firings recorded for a parameter.
+pub async fn fired_events<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+) -> Result<Vec<FiredEvent>, ApiError> {
+    Ok(policy_event::Entity::find()
+        .filter(policy_event::Column::Name.eq(name))
+        .all(conn)
+        .await
+        .map_err(db_error("list parameter policy events"))?
+        .into_iter()
+        .filter_map(|row| {
+            Some(FiredEvent {
+                policy_index: usize::try_from(row.policy_index).ok()?,
+                due_at: row.due_at,
+            })
+        })
+        .collect())
+}
+
+/// Records a firing; false when it was already recorded (another replica got there first).
+/// Run it alone in its transaction: on PostgreSQL the conflict aborts the transaction.
+pub async fn record_fired<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+    fired: FiredEvent,
+    fired_at: DateTime<Utc>,
+) -> Result<bool, ApiError> {
+    let policy_index = i32::try_from(fired.policy_index)
+        .map_err(|_| ApiError::internal("record policy event: policy index out of range"))?;
+    let inserted = policy_event::ActiveModel {
+        name: Set(name.to_owned()),
+        policy_index: Set(policy_index),
+        due_at: Set(fired.due_at),
+        fired_at: Set(fired_at),
+    }
+    .insert(conn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(error) if is_unique_violation(&error) => Ok(false),
+        Err(error) => Err(db_error("record parameter policy event")(error)),
+    }
+}
+
+/// Forgets a parameter's firings: its policies were replaced, so old indexes mean nothing.
+pub async fn clear_fired_events<C: ConnectionTrait>(conn: &C, name: &str) -> Result<(), ApiError> {
+    policy_event::Entity::delete_many()
+        .filter(policy_event::Column::Name.eq(name))
+        .exec(conn)
+        .await
+        .map_err(db_error("delete parameter policy events"))?;
     Ok(())
 }

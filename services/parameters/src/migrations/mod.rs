@@ -4,13 +4,17 @@
 use bosun_store::sea_orm_migration::{self, prelude::*};
 
 mod m20261128_000001_create_parameters;
+mod m20261128_000002_create_policy_events;
 
 pub struct Migrator;
 
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261128_000001_create_parameters::Migration)]
+        vec![
+            Box::new(m20261128_000001_create_parameters::Migration),
+            Box::new(m20261128_000002_create_policy_events::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

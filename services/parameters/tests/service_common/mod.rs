@@ -1,6 +1,6 @@
 //! Test harness for the ParameterService: the service and the AuditService in-process behind
 //! `VerifyLayer` on a loopback port, over a fresh database, with internal tokens minted per
-//! caller.
+//! caller; optionally with a change-event queue (in process or Redis) and a manual clock.
 
 #![allow(dead_code)]
 
@@ -11,11 +11,12 @@ use bosun_auth::{
     DEFAULT_ISSUER, INTERNAL_AUDIENCE, PolicyDocument, Principal, SigningKey, TokenIssuer,
     TokenVerifier, VerifyLayer,
 };
-use bosun_parameters::MasterKeyRing;
+use bosun_parameters::{Clock, MasterKeyRing, PolicyWorker};
 use bosun_proto::audit::v1 as audit_pb;
 use bosun_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bosun_proto::parameters::v1 as pb;
 use bosun_proto::parameters::v1::parameter_service_client::ParameterServiceClient;
+use bosun_queue::{MemoryQueue, Queue, QueueOptions, RedisQueue};
 use bosun_store::testing::TestDatabase;
 use sea_orm::{ConnectionTrait, Statement};
 use tonic::transport::Channel;
@@ -46,6 +47,12 @@ pub const OTHER_KEY: &str = "alias/other";
 
 pub struct Harness {
     pub test_db: TestDatabase,
+    /// The queue change events go to, when the harness was started with one.
+    pub events: Option<Arc<dyn Queue>>,
+    /// The clock the service stamps versions with, when the harness was started with one.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Poked by the service on writes with policies; shared with [`Harness::worker`].
+    policy_wake: Arc<tokio::sync::Notify>,
     issuer: TokenIssuer,
     channel: Channel,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -53,6 +60,16 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(test_db: TestDatabase) -> Harness {
+        Harness::start_with(test_db, None, None).await
+    }
+
+    /// Starts the service publishing change events to `events` and stamping versions with
+    /// `clock`.
+    pub async fn start_with(
+        test_db: TestDatabase,
+        events: Option<Arc<dyn Queue>>,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Harness {
         bosun_store::migrate::<bosun_audit::Migrator>(&test_db.db)
             .await
             .expect("audit migrations apply");
@@ -69,11 +86,19 @@ impl Harness {
         let address = listener.local_addr().expect("bound address");
         let mut ring = MasterKeyRing::generate_default().expect("key ring");
         ring.generate(OTHER_KEY).expect("second key");
-        let parameters = bosun_parameters::ParameterServiceImpl::new(
+        let mut parameters = bosun_parameters::ParameterServiceImpl::new(
             test_db.db.clone(),
             bosun_audit::AuditLog::new(test_db.db.clone()),
             Arc::new(ring),
         );
+        if let Some(queue) = &events {
+            parameters = parameters.with_events(Arc::clone(queue));
+        }
+        if let Some(clock) = &clock {
+            parameters = parameters.with_clock(Arc::clone(clock));
+        }
+        let policy_wake = Arc::new(tokio::sync::Notify::new());
+        parameters = parameters.with_policy_wake(Arc::clone(&policy_wake));
         let audit = bosun_audit::AuditServiceImpl::new(test_db.db.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -96,10 +121,26 @@ impl Harness {
             .expect("connect to the test server");
         Harness {
             test_db,
+            events,
+            clock,
+            policy_wake,
             issuer: TokenIssuer::new(key, DEFAULT_ISSUER),
             channel,
             stop: Some(stop),
         }
+    }
+
+    /// A policy worker over the harness's database, queue and clock.
+    pub fn worker(&self) -> PolicyWorker {
+        PolicyWorker::new(
+            self.test_db.db.clone(),
+            bosun_audit::AuditLog::new(self.test_db.db.clone()),
+            self.events.clone(),
+            self.clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(bosun_parameters::SystemClock)),
+        )
+        .with_wake(Arc::clone(&self.policy_wake))
     }
 
     pub fn client(&self) -> ParameterServiceClient<Channel> {
@@ -331,5 +372,137 @@ pub fn filter(key: &str, option: &str, values: &[&str]) -> pb::ParameterStringFi
         key: key.into(),
         option: option.into(),
         values: values.iter().map(|v| v.to_string()).collect(),
+    }
+}
+
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// The group tests read change events through.
+pub const TEST_GROUP: &str = "test";
+
+pub fn redis_url() -> String {
+    std::env::var("BOSUN_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned())
+}
+
+/// Which queue implementation a test publishes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    Memory,
+    Redis,
+}
+
+pub const QUEUE_KINDS: [QueueKind; 2] = [QueueKind::Memory, QueueKind::Redis];
+
+/// A queue for change events, read back through [`TEST_GROUP`]. A Redis queue works under a
+/// fresh key prefix, deleted on drop.
+pub struct TestQueue {
+    pub queue: Arc<dyn Queue>,
+    redis_prefix: Option<String>,
+}
+
+impl TestQueue {
+    pub async fn new(kind: QueueKind) -> TestQueue {
+        let (queue, redis_prefix): (Arc<dyn Queue>, _) = match kind {
+            QueueKind::Memory => (Arc::new(MemoryQueue::new(QueueOptions::default())), None),
+            QueueKind::Redis => {
+                let prefix = format!("bosun-test:{}:", uuid::Uuid::new_v4());
+                let queue = RedisQueue::connect(&redis_url(), &prefix, QueueOptions::default())
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "Redis is required for these tests and is not reachable ({e}); \
+                             start it or point BOSUN_TEST_REDIS_URL at one"
+                        )
+                    });
+                (Arc::new(queue), Some(prefix))
+            }
+        };
+        queue
+            .ensure_group(bosun_parameters::EVENTS_STREAM, TEST_GROUP)
+            .await
+            .expect("create the test consumer group");
+        TestQueue {
+            queue,
+            redis_prefix,
+        }
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        let Some(prefix) = &self.redis_prefix else {
+            return;
+        };
+        // Best effort: a leftover key under a unique prefix is harmless.
+        if let Err(e) = delete_redis_keys(prefix) {
+            eprintln!("could not delete test keys under {prefix}: {e}");
+        }
+    }
+}
+
+fn delete_redis_keys(prefix: &str) -> redis::RedisResult<()> {
+    let mut connection = redis::Client::open(redis_url())?.get_connection()?;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut connection)?;
+        if !keys.is_empty() {
+            redis::cmd("DEL").arg(&keys).exec(&mut connection)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// A change event as read back: the parsed payload and the raw text.
+#[derive(Debug, Clone)]
+pub struct ReadEvent {
+    pub json: serde_json::Value,
+    pub raw: String,
+}
+
+impl ReadEvent {
+    pub fn field(&self, key: &str) -> &str {
+        self.json[key].as_str().unwrap_or_default()
+    }
+
+    pub fn operation(&self) -> &str {
+        self.field("operation")
+    }
+}
+
+/// The change events published since the last call, in order (acked as read).
+pub async fn take_events(queue: &Arc<dyn Queue>) -> Vec<ReadEvent> {
+    let mut events = Vec::new();
+    loop {
+        let batch = queue
+            .consume(
+                bosun_parameters::EVENTS_STREAM,
+                TEST_GROUP,
+                "reader",
+                100,
+                Duration::from_millis(5),
+            )
+            .await
+            .expect("consume change events");
+        if batch.is_empty() {
+            return events;
+        }
+        let ids: Vec<String> = batch.iter().map(|d| d.id.clone()).collect();
+        queue
+            .ack(bosun_parameters::EVENTS_STREAM, TEST_GROUP, &ids)
+            .await
+            .expect("ack change events");
+        for delivery in batch {
+            let raw = String::from_utf8(delivery.payload.to_vec()).expect("utf-8 payload");
+            let json = serde_json::from_str(&raw).expect("a JSON payload");
+            events.push(ReadEvent { json, raw });
+        }
     }
 }
