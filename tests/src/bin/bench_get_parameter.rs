@@ -261,6 +261,23 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("seed parameters")?;
     }
+    // The same path with no store behind it: how much of a call is the gateway and auth.
+    let identity_figures = drive(&bosun_channels, options.clients, options.seconds, {
+        let token = token.clone();
+        move |channel, _| {
+            let token = token.clone();
+            async move {
+                bosun_proto::auth::v1::auth_service_client::AuthServiceClient::new(channel)
+                    .get_caller_identity(authed(
+                        bosun_proto::auth::v1::GetCallerIdentityRequest {},
+                        &token,
+                    ))
+                    .await
+                    .is_ok()
+            }
+        }
+    })
+    .await;
     let parameters = options.parameters;
     let bosun_figures = drive(
         &bosun_channels,
@@ -285,6 +302,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     print("bare tonic unary (health Check)", &echo_figures);
+    print("bosun GetCallerIdentity (no store)", &identity_figures);
     print(
         &format!("bosun GetParameter ({})", options.store),
         &bosun_figures,
