@@ -260,33 +260,13 @@ impl AuthServiceImpl {
             &'t DatabaseTransaction,
         ) -> futures::future::BoxFuture<'t, Result<T, ApiError>>,
     {
-        if let Err(denied) = authorization {
-            self.audit
-                .record(record.outcome(AuditOutcome::Denied))
-                .await?;
-            return Err(denied);
-        }
-        let txn = bosun_store::begin_write(&self.db)
-            .await
-            .map_err(ApiError::internal)?;
-        match change(&txn).await {
-            Ok(value) => {
-                self.audit.record_in(&txn, record).await?;
-                txn.commit().await.map_err(ApiError::internal)?;
-                // Changes to identity apply on this replica at once; others within cache_ttl.
-                self.authenticator.invalidate();
-                Ok(value)
-            }
-            Err(error) => {
-                drop(txn);
-                let outcome = match &error {
-                    ApiError::PermissionDenied(_) => AuditOutcome::Denied,
-                    other => AuditOutcome::Failure(other.code()),
-                };
-                self.audit.record(record.outcome(outcome)).await?;
-                Err(error)
-            }
-        }
+        let value = self
+            .audit
+            .audited(vec![record], authorization, change)
+            .await?;
+        // Changes to identity apply on this replica at once; others within cache_ttl.
+        self.authenticator.invalidate();
+        Ok(value)
     }
 
     async fn issue_client_token(

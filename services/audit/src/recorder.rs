@@ -2,7 +2,7 @@
 
 use bosun_auth::AuthContext;
 use bosun_core::ApiError;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, Set};
 
 use crate::entity;
 
@@ -151,5 +151,51 @@ impl AuditLog {
             .await
             .map_err(|error| ApiError::internal(format!("append audit event: {error}")))?;
         Ok(())
+    }
+
+    /// The audited change every service makes: when `authorization` failed, records the
+    /// denial and returns it; otherwise runs `change` in a write transaction and commits it
+    /// together with `records` (one event per affected resource); when `change` fails, rolls
+    /// back and records the failure (or denial) on its own.
+    pub async fn audited<T, F>(
+        &self,
+        records: Vec<AuditRecord>,
+        authorization: Result<(), ApiError>,
+        change: F,
+    ) -> Result<T, ApiError>
+    where
+        F: for<'t> FnOnce(
+            &'t DatabaseTransaction,
+        ) -> futures::future::BoxFuture<'t, Result<T, ApiError>>,
+    {
+        if let Err(denied) = authorization {
+            for record in records {
+                self.record(record.outcome(AuditOutcome::Denied)).await?;
+            }
+            return Err(denied);
+        }
+        let txn = bosun_store::begin_write(&self.db)
+            .await
+            .map_err(ApiError::internal)?;
+        match change(&txn).await {
+            Ok(value) => {
+                for record in records {
+                    self.record_in(&txn, record).await?;
+                }
+                txn.commit().await.map_err(ApiError::internal)?;
+                Ok(value)
+            }
+            Err(error) => {
+                drop(txn);
+                let outcome = match &error {
+                    ApiError::PermissionDenied(_) => AuditOutcome::Denied,
+                    other => AuditOutcome::Failure(other.code()),
+                };
+                for record in records {
+                    self.record(record.outcome(outcome)).await?;
+                }
+                Err(error)
+            }
+        }
     }
 }

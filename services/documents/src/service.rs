@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
-use bosun_audit::{AuditLog, AuditOutcome, AuditRecord};
+use bosun_audit::{AuditLog, AuditRecord};
 use bosun_auth::{AuthContext, auth_context};
 use bosun_core::ApiError;
 use bosun_core::time::to_timestamp;
@@ -477,31 +477,9 @@ impl DocumentServiceImpl {
             &'t DatabaseTransaction,
         ) -> futures::future::BoxFuture<'t, Result<T, ApiError>>,
     {
-        if let Err(denied) = authorization {
-            self.audit
-                .record(record.outcome(AuditOutcome::Denied))
-                .await?;
-            return Err(denied);
-        }
-        let txn = bosun_store::begin_write(&self.db)
+        self.audit
+            .audited(vec![record], authorization, change)
             .await
-            .map_err(ApiError::internal)?;
-        match change(&txn).await {
-            Ok(value) => {
-                self.audit.record_in(&txn, record).await?;
-                txn.commit().await.map_err(ApiError::internal)?;
-                Ok(value)
-            }
-            Err(error) => {
-                drop(txn);
-                let outcome = match &error {
-                    ApiError::PermissionDenied(_) => AuditOutcome::Denied,
-                    other => AuditOutcome::Failure(other.code()),
-                };
-                self.audit.record(record.outcome(outcome)).await?;
-                Err(error)
-            }
-        }
     }
 }
 

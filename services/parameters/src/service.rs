@@ -993,37 +993,7 @@ impl ParameterServiceImpl {
             &'t DatabaseTransaction,
         ) -> futures::future::BoxFuture<'t, Result<T, ApiError>>,
     {
-        if let Err(denied) = authorization {
-            for record in records {
-                self.audit
-                    .record(record.outcome(AuditOutcome::Denied))
-                    .await?;
-            }
-            return Err(denied);
-        }
-        let txn = bosun_store::begin_write(&self.db)
-            .await
-            .map_err(ApiError::internal)?;
-        match change(&txn).await {
-            Ok(value) => {
-                for record in records {
-                    self.audit.record_in(&txn, record).await?;
-                }
-                txn.commit().await.map_err(ApiError::internal)?;
-                Ok(value)
-            }
-            Err(error) => {
-                drop(txn);
-                let outcome = match &error {
-                    ApiError::PermissionDenied(_) => AuditOutcome::Denied,
-                    other => AuditOutcome::Failure(other.code()),
-                };
-                for record in records {
-                    self.audit.record(record.outcome(outcome)).await?;
-                }
-                Err(error)
-            }
-        }
+        self.audit.audited(records, authorization, change).await
     }
 }
 
