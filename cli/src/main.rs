@@ -101,6 +101,9 @@ enum Command {
     Server(server::ServerArgs),
     /// Run one Bosun service on its own.
     Serve(server::ServeArgs),
+    /// Re-wrap every SecureString under a new master key (values untouched), then restart
+    /// every process serving parameters so it loads the new key.
+    RotateParameterKey(server::RotateKeyArgs),
 }
 
 #[tokio::main]
@@ -140,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server::run_server(args).await,
         Command::Serve(args) => server::run_serve(args).await,
+        Command::RotateParameterKey(args) => server::run_rotate_parameter_key(args).await,
         Command::Login(args) => commands::session::login(&make_context()?, args).await,
         Command::Logout => commands::session::logout(&make_context()?),
         Command::Whoami => commands::session::whoami(&make_context()?).await,

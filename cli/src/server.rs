@@ -456,6 +456,61 @@ async fn run_standalone(
     process.run(router).await
 }
 
+/// Flags of `bosun rotate-parameter-key`.
+#[derive(clap::Args, Debug)]
+pub struct RotateKeyArgs {
+    /// The new master key id, added to the key ring when missing and made its default,
+    /// e.g. alias/bosun/parameters-2027.
+    pub new_key_id: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Adds `new_key_id` to the SecureString key ring (as its default), then re-wraps every
+/// stored data key under it. Old keys stay in the ring, so processes still running with the
+/// old file keep working until they are restarted; a crashed run is simply run again.
+pub async fn run_rotate_parameter_key(args: RotateKeyArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.common, &bosun_core::config::process_env())?;
+    config.validate()?;
+    let path = config.parameters_key_file();
+    let mut ring = MasterKeyRing::load_or_create(&path)?;
+    if !ring.contains(&args.new_key_id) {
+        ring.generate(&args.new_key_id)?;
+    }
+    ring.set_default_key_id(&args.new_key_id)?;
+    write_private_file(&path, ring.to_json().expose_secret().as_bytes())?;
+    let db = bosun_store::connect(&config.database_url()).await?;
+    bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
+    let report = bosun_parameters::rotate_master_key(&db, &ring, &args.new_key_id).await?;
+    println!(
+        "re-wrapped {} SecureString versions under {} ({} were already); restart every process serving parameters so it loads {}",
+        report.rewrapped,
+        args.new_key_id,
+        report.already_current,
+        path.display()
+    );
+    Ok(())
+}
+
+/// Replaces `path` with `bytes` through a 0600 temporary file and a rename, so the key file
+/// is never half written nor readable by others.
+fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .with_context(|| format!("write {}", temporary.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path).with_context(|| format!("replace {}", path.display()))?;
+    Ok(())
+}
+
 fn admin_password(config: &ServerConfig) -> Option<SecretString> {
     config
         .admin_password

@@ -11,6 +11,7 @@ mod migrations;
 pub mod name;
 pub mod policy;
 pub mod policy_worker;
+mod rotation;
 mod service;
 mod store;
 pub mod value;
@@ -23,6 +24,7 @@ pub use migrations::Migrator;
 pub use name::{ParameterName, ParameterPath, Selector, VersionSelector};
 pub use policy::{FiredEvent, ParameterPolicy, PolicyEvent, PolicyStatus, TimeUnit};
 pub use policy_worker::{Clock, ManualClock, PolicyWorker, RunReport, SystemClock};
+pub use rotation::{RotationReport, rotate_master_key};
 pub use service::ParameterServiceImpl;
 pub use value::{AllowedPattern, ParameterType, Tier, TierRequest};
 
