@@ -2,17 +2,17 @@
 //! a private token file keyed by server, `--token` beats the stored token, listings page,
 //! and failures print one `error:` line with a non-zero exit.
 
+mod common;
+
+use common::{stderr, stdout};
+
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use bosun_proto::auth::v1::auth_service_server::{AuthService, AuthServiceServer};
 use bosun_proto::auth::v1::*;
-use tokio::io::AsyncWriteExt;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -240,18 +240,12 @@ struct Fake {
 
 impl Fake {
     async fn start(name: &'static str) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let calls = Calls::default();
         let service = AuthServiceServer::new(FakeAuth {
             name,
             calls: calls.clone(),
         });
-        tokio::spawn(
-            Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpIncoming::from(listener)),
-        );
+        let url = common::serve(tonic::service::Routes::new(service)).await?;
         Ok(Self { url, calls })
     }
 
@@ -273,35 +267,7 @@ async fn bosun(
     stdin: &str,
     env: &[(&str, &str)],
 ) -> anyhow::Result<Output> {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bosun"));
-    command
-        .args(args)
-        .env_remove("BOSUN_TOKEN")
-        .env_remove("BOSUN_SERVER")
-        .env("BOSUN_CONFIG_DIR", config_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().context("cannot start bosun")?;
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes()).await?;
-    }
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .context("bosun did not finish within 60 s")??;
-    Ok(output)
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    common::run_bosun(config_dir, args, stdin, env).await
 }
 
 fn config_dir(root: &tempfile::TempDir) -> PathBuf {

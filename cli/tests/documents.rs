@@ -2,17 +2,16 @@
 //! what each command sends (content, format, filters, principals, tags), that listings follow
 //! next_token, that `get` prints content byte for byte, and that bad input fails before any call.
 
-use std::path::Path;
-use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
 
-use anyhow::Context;
+use common::{stderr, stdout};
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+
 use bosun_proto::documents::v1::document_service_server::{DocumentService, DocumentServiceServer};
 use bosun_proto::documents::v1::*;
-use tokio::io::AsyncWriteExt;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 /// A request the fake received, kept whole so tests can compare every field.
@@ -280,17 +279,11 @@ struct Fake {
 
 impl Fake {
     async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let calls = Calls::default();
         let service = DocumentServiceServer::new(FakeDocuments {
             calls: calls.clone(),
         });
-        tokio::spawn(
-            Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpIncoming::from(listener)),
-        );
+        let url = common::serve(tonic::service::Routes::new(service)).await?;
         Ok(Self { url, calls })
     }
 
@@ -304,35 +297,10 @@ impl Fake {
     /// Runs `bosun --server <fake> --token t <args>` with a private config dir and none of
     /// the caller's BOSUN_* settings.
     async fn bosun(&self, config_dir: &Path, args: &[&str], stdin: &str) -> anyhow::Result<Output> {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bosun"));
-        command
-            .args(["--server", &self.url, "--token", "t"])
-            .args(args)
-            .env_remove("BOSUN_TOKEN")
-            .env_remove("BOSUN_SERVER")
-            .env("BOSUN_CONFIG_DIR", config_dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().context("cannot start bosun")?;
-        if let Some(mut input) = child.stdin.take() {
-            // A command that fails before reading stdin closes it; that is not our failure.
-            let _ = input.write_all(stdin.as_bytes()).await;
-        }
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .context("bosun did not finish within 60 s")??;
-        Ok(output)
+        let mut all = vec!["--server", self.url.as_str(), "--token", "t"];
+        all.extend_from_slice(args);
+        common::run_bosun(config_dir, &all, stdin, &[]).await
     }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn tag(key: &str, value: &str) -> Tag {
