@@ -253,6 +253,10 @@ impl bosun_queue::Queue for DownQueue {
     ) -> Result<Vec<bosun_queue::Delivery>, bosun_queue::QueueError> {
         Ok(Vec::new())
     }
+
+    async fn trim(&self, _: &str) -> Result<u64, bosun_queue::QueueError> {
+        Ok(0)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

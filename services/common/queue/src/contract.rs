@@ -3,7 +3,8 @@
 //! gets the same suite by calling them too.
 //!
 //! Each check takes a fresh, empty queue built with [`options`] (short visibility timeout so
-//! redelivery tests stay under two seconds, three deliveries before dead-lettering).
+//! redelivery tests stay under two seconds, three deliveries before dead-lettering, four
+//! acknowledged messages retained per stream).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::{
-    DEAD_LETTER_DELIVERIES_HEADER, DEAD_LETTER_GROUP_HEADER, DEAD_LETTER_ORIGINAL_ID_HEADER,
-    Delivery, Headers, NameKind, Queue, QueueError, QueueOptions,
+    AUTO_TRIM_INTERVAL, DEAD_LETTER_DELIVERIES_HEADER, DEAD_LETTER_GROUP_HEADER,
+    DEAD_LETTER_ORIGINAL_ID_HEADER, Delivery, Headers, NameKind, Queue, QueueError, QueueOptions,
 };
 
 /// The options the queue under test must be built with.
@@ -21,8 +22,19 @@ pub fn options() -> QueueOptions {
     QueueOptions {
         visibility_timeout: VISIBILITY_TIMEOUT,
         max_deliveries: 3,
+        max_retained: MAX_RETAINED,
     }
 }
+
+/// Small, so trimming shows with a handful of messages.
+const MAX_RETAINED: u64 = 4;
+
+// The checks that call `trim` and count what it removed write fewer than 50 messages to a
+// stream, so a queue's own trimming never runs first and changes the count.
+const _: () = assert!(
+    AUTO_TRIM_INTERVAL >= 50,
+    "the trim checks assume no automatic trim within 50 writes"
+);
 
 const VISIBILITY_TIMEOUT: Duration = Duration::from_millis(300);
 /// Long enough to outlast one visibility timeout comfortably on a loaded machine.
@@ -84,6 +96,36 @@ async fn ack(queue: &dyn Queue, stream: &str, group: &str, deliveries: &[Deliver
         .ack(stream, group, &ids(deliveries))
         .await
         .expect("ack should succeed");
+}
+
+async fn trim(queue: &dyn Queue, stream: &str) -> u64 {
+    queue.trim(stream).await.expect("trim should succeed")
+}
+
+async fn ensure_group(queue: &dyn Queue, stream: &str, group: &str) {
+    queue
+        .ensure_group(stream, group)
+        .await
+        .expect("ensure_group should succeed");
+}
+
+/// Creates `group` and reads (and acks) everything it is given: the messages the stream
+/// still keeps, oldest first.
+async fn read_as_new_group(queue: &dyn Queue, stream: &str, group: &str) -> Vec<String> {
+    ensure_group(queue, stream, group).await;
+    let mut seen = Vec::new();
+    loop {
+        let batch = consume(queue, stream, group, "reader", 100, Duration::ZERO).await;
+        if batch.is_empty() {
+            return seen;
+        }
+        ack(queue, stream, group, &batch).await;
+        seen.extend(ids(&batch));
+    }
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).expect("a test count fits in u64")
 }
 
 /// publish → consume → ack: payload and headers round-trip exactly, ids are stable, acking
@@ -564,6 +606,11 @@ pub async fn check_missing_groups_and_empty_reads(queue: Arc<dyn Queue>) {
             .await
             .expect("acking in a missing group is not an error");
     }
+    assert_eq!(
+        trim(queue, "never-published").await,
+        0,
+        "trimming an unknown stream removes nothing"
+    );
     let err = queue
         .consume("published", "ghosts", "c", 1, Duration::ZERO)
         .await
@@ -638,6 +685,7 @@ pub async fn check_invalid_names_are_rejected(queue: Arc<dyn Queue>) {
             NameKind::Stream,
             bad,
         );
+        is_invalid(queue.trim(bad).await.map(drop), NameKind::Stream, bad);
 
         is_invalid(queue.ensure_group("s", bad).await, NameKind::Group, bad);
         is_invalid(
@@ -663,4 +711,249 @@ pub async fn check_invalid_names_are_rejected(queue: Arc<dyn Queue>) {
         .publish(&longest, b"x", &Headers::new())
         .await
         .expect("a 200-character stream name is valid");
+}
+
+/// Once every group has acked, trim keeps the newest `max_retained` messages and removes
+/// the older ones; messages not yet delivered, or delivered and pending, are not removed;
+/// a group created after the trim reads every kept message; the old group is not rewound.
+pub async fn check_trim_removes_acknowledged_messages(queue: Arc<dyn Queue>) {
+    let queue = queue.as_ref();
+    let (stream, group) = ("events:trim-acked", "audit");
+    ensure_group(queue, stream, group).await;
+    let published = publish_n(queue, stream, 10).await;
+    assert_eq!(
+        trim(queue, stream).await,
+        0,
+        "messages not yet delivered are not trimmed"
+    );
+
+    let got = consume(queue, stream, group, "a", 10, Duration::ZERO).await;
+    assert_eq!(ids(&got), published);
+    assert_eq!(
+        trim(queue, stream).await,
+        0,
+        "pending messages are not trimmed"
+    );
+
+    ack(queue, stream, group, &got).await;
+    assert_eq!(
+        trim(queue, stream).await,
+        10 - MAX_RETAINED,
+        "acknowledged messages beyond max_retained are trimmed"
+    );
+    assert_eq!(
+        trim(queue, stream).await,
+        0,
+        "a second trim removes nothing"
+    );
+
+    let kept = read_as_new_group(queue, stream, "late").await;
+    assert_eq!(
+        kept,
+        published[6..],
+        "a group created after trimming reads every kept message, the newest ones"
+    );
+
+    let next = queue
+        .publish(stream, b"after the trim", &Headers::new())
+        .await
+        .expect("publish should succeed");
+    let more = consume(queue, stream, group, "a", 10, Duration::ZERO).await;
+    assert_eq!(ids(&more), [next], "the trimmed group goes on where it was");
+}
+
+/// A message still pending in one group survives a trim that other groups would allow, and
+/// so does everything after it; it is redelivered intact after its visibility timeout.
+pub async fn check_trim_keeps_messages_pending_in_any_group(queue: Arc<dyn Queue>) {
+    let queue = queue.as_ref();
+    let stream = "events:trim-pending";
+    for group in ["fast", "slow"] {
+        ensure_group(queue, stream, group).await;
+    }
+    let published = publish_n(queue, stream, 10).await;
+    let fast = consume(queue, stream, "fast", "f", 10, Duration::ZERO).await;
+    ack(queue, stream, "fast", &fast).await;
+    let slow = consume(queue, stream, "slow", "s", 10, Duration::ZERO).await;
+    assert_eq!(ids(&slow), published);
+    let (unacked, acked): (Vec<Delivery>, Vec<Delivery>) = slow
+        .into_iter()
+        .partition(|d| d.id == published[2] || d.id == published[7]);
+    ack(queue, stream, "slow", &acked).await;
+
+    assert_eq!(
+        trim(queue, stream).await,
+        2,
+        "only the messages before the oldest pending one are trimmed"
+    );
+    assert_eq!(pending(queue, stream, "slow").await, 2);
+    assert_eq!(
+        read_as_new_group(queue, stream, "late").await,
+        published[2..],
+        "the pending message and everything after it are kept"
+    );
+
+    let redelivered = consume(queue, stream, "slow", "s2", 10, REDELIVERY_BLOCK).await;
+    assert_eq!(
+        ids(&redelivered),
+        ids(&unacked),
+        "pending messages survive trimming and are redelivered"
+    );
+    assert_eq!(
+        redelivered
+            .iter()
+            .map(|d| d.payload.as_ref())
+            .collect::<Vec<_>>(),
+        [b"message 2".as_slice(), b"message 7".as_slice()],
+        "payloads intact"
+    );
+    ack(queue, stream, "slow", &redelivered).await;
+    assert_eq!(
+        trim(queue, stream).await,
+        8 - MAX_RETAINED,
+        "once acked by every group they are trimmed too"
+    );
+}
+
+/// A group that has not read anything holds back trimming: it still gets every message,
+/// and trimming follows as it acks.
+pub async fn check_trim_waits_for_a_group_that_has_not_read(queue: Arc<dyn Queue>) {
+    let queue = queue.as_ref();
+    let stream = "events:trim-idle";
+    for group in ["reader", "idle"] {
+        ensure_group(queue, stream, group).await;
+    }
+    let published = publish_n(queue, stream, 10).await;
+    let read = consume(queue, stream, "reader", "r", 10, Duration::ZERO).await;
+    ack(queue, stream, "reader", &read).await;
+    assert_eq!(
+        trim(queue, stream).await,
+        0,
+        "a group that has not read holds back trimming"
+    );
+
+    let idle = consume(queue, stream, "idle", "i", 10, Duration::ZERO).await;
+    assert_eq!(
+        ids(&idle),
+        published,
+        "the idle group still gets every message"
+    );
+    ack(queue, stream, "idle", &idle[..5]).await;
+    assert_eq!(
+        trim(queue, stream).await,
+        5,
+        "the messages both groups acked are trimmed"
+    );
+    ack(queue, stream, "idle", &idle[5..]).await;
+    assert_eq!(
+        trim(queue, stream).await,
+        5 - MAX_RETAINED,
+        "then down to max_retained"
+    );
+}
+
+/// A stream without groups keeps its newest `max_retained` messages, which a group created
+/// afterwards reads.
+pub async fn check_trim_of_a_stream_without_groups(queue: Arc<dyn Queue>) {
+    let queue = queue.as_ref();
+    let stream = "events:trim-no-groups";
+    let published = publish_n(queue, stream, 10).await;
+    assert_eq!(trim(queue, stream).await, 10 - MAX_RETAINED);
+    assert_eq!(
+        read_as_new_group(queue, stream, "late").await,
+        published[6..],
+        "a group created after trimming reads the newest messages"
+    );
+}
+
+/// Dead letters are kept for operators, but bounded by the same retention: trimming keeps
+/// the newest `max_retained` of them.
+pub async fn check_dead_letters_are_bounded(queue: Arc<dyn Queue>) {
+    let queue = queue.as_ref();
+    let (stream, group) = ("inbox:trim-dead", "agents");
+    ensure_group(queue, stream, group).await;
+    let published = publish_n(queue, stream, 7).await;
+    // Never ack: three deliveries each, then every message is dead.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut dead = Vec::new();
+    while dead.len() < published.len() && Instant::now() < give_up {
+        consume(queue, stream, group, "doomed", 100, REDELIVERY_BLOCK).await;
+        dead = queue
+            .dead_letters(stream, 100)
+            .await
+            .expect("dead_letters should succeed");
+    }
+    assert_eq!(dead.len(), published.len(), "every message is dead");
+
+    assert_eq!(
+        trim(queue, stream).await,
+        2 * (7 - MAX_RETAINED),
+        "trim bounds both the stream (all dead letters are acked) and its dead letters"
+    );
+    let kept = queue
+        .dead_letters(stream, 100)
+        .await
+        .expect("dead_letters should succeed");
+    assert_eq!(
+        ids(&kept),
+        ids(&dead[3..]),
+        "the newest dead letters are kept"
+    );
+    assert_eq!(
+        kept.iter()
+            .map(|letter| letter.headers.get(DEAD_LETTER_ORIGINAL_ID_HEADER))
+            .collect::<Vec<_>>(),
+        dead[3..]
+            .iter()
+            .map(|letter| letter.headers.get(DEAD_LETTER_ORIGINAL_ID_HEADER))
+            .collect::<Vec<_>>(),
+        "kept dead letters are intact"
+    );
+}
+
+/// Without anyone calling `trim`, a stream stays within `max_retained` plus
+/// [`AUTO_TRIM_INTERVAL`] messages, with or without groups, and keeps the newest.
+pub async fn check_streams_trim_themselves(queue: Arc<dyn Queue>) {
+    let queue = queue.as_ref();
+    let rounds = usize::try_from(3 * AUTO_TRIM_INTERVAL).expect("a small count fits");
+    let bound = MAX_RETAINED + AUTO_TRIM_INTERVAL;
+
+    let (stream, group) = ("events:auto-trim", "worker");
+    ensure_group(queue, stream, group).await;
+    let mut published = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let payload = format!("message {i}");
+        published.push(
+            queue
+                .publish(stream, payload.as_bytes(), &Headers::new())
+                .await
+                .expect("publish should succeed"),
+        );
+        let got = consume(queue, stream, group, "w", 1, Duration::ZERO).await;
+        ack(queue, stream, group, &got).await;
+    }
+    let kept = read_as_new_group(queue, stream, "late").await;
+    assert!(
+        count(kept.len()) <= bound,
+        "an acked stream trims itself to at most {bound}, kept {}",
+        kept.len()
+    );
+    assert_eq!(
+        kept,
+        published[published.len() - kept.len()..],
+        "the newest messages are kept"
+    );
+
+    let stream = "events:auto-trim-no-groups";
+    let published = publish_n(queue, stream, rounds).await;
+    let kept = read_as_new_group(queue, stream, "late").await;
+    assert!(
+        count(kept.len()) <= bound,
+        "a stream without groups trims itself to at most {bound}, kept {}",
+        kept.len()
+    );
+    assert_eq!(
+        kept,
+        published[published.len() - kept.len()..],
+        "the newest messages are kept"
+    );
 }

@@ -7,6 +7,23 @@
 //! across redeliveries. After [`QueueOptions::max_deliveries`] deliveries without an ack the
 //! message moves to the dead-letter stream `<stream>:dead`.
 //!
+//! # Retention
+//!
+//! Streams are trimmed, but never of a message some consumer group still needs. A message
+//! is *acknowledged* when every group of its stream has acked it: it lies at or before the
+//! group's last-delivered id and is not in the group's pending list. A stream keeps its
+//! newest [`QueueOptions::max_retained`] messages, and besides those every message from the
+//! oldest one some group has not acknowledged onwards; only the oldest acknowledged
+//! messages beyond that bound are removed, from the front of the stream. So a group that is
+//! slow, or that was created and never reads, holds back trimming of its stream rather than
+//! lose messages. A stream without groups (and so every dead-letter stream, which operators
+//! read with [`Queue::dead_letters`]) simply keeps its newest `max_retained` messages.
+//!
+//! Queues trim by themselves: after every [`AUTO_TRIM_INTERVAL`] messages published to or
+//! acked on a stream (counted per queue instance), that call also trims the stream, so
+//! services never need to. [`Queue::trim`] trims on demand. A group created after a trim
+//! starts from the oldest message still kept.
+//!
 //! Both implementations are checked by the same suite in [`contract`].
 
 pub mod contract;
@@ -41,6 +58,12 @@ pub const DEAD_LETTER_DELIVERIES_HEADER: &str = "bosun-dead-letter-deliveries";
 /// `Duration::MAX` from overflowing a deadline.
 pub const MAX_BLOCK: Duration = Duration::from_secs(30);
 
+/// A queue trims a stream by itself (see [`Queue::trim`]) once this many messages were
+/// published to it or acked on it since its last trim, counted per queue instance. A stream
+/// so holds at most about this many more messages than [`QueueOptions::max_retained`] plus
+/// the ones not yet acknowledged.
+pub const AUTO_TRIM_INTERVAL: u64 = 100;
+
 /// The longest a stream, group or consumer name may be.
 pub const MAX_NAME_LEN: usize = 200;
 
@@ -69,6 +92,16 @@ pub struct QueueOptions {
     /// After this many deliveries without ack the message moves to the dead-letter stream
     /// `<stream>:dead`.
     pub max_deliveries: u32,
+    /// How many messages a stream (dead-letter streams included) keeps once every consumer
+    /// group has acknowledged them: trimming removes the oldest acknowledged messages beyond
+    /// this, and never a message some group has not acknowledged. See the crate docs,
+    /// "Retention". 0 keeps only what some group still needs.
+    ///
+    /// A count rather than an age, because the point is to bound Redis memory, and only a
+    /// count does that through a burst; it is also exact and cheap (`XTRIM MINID` from the
+    /// front). Ids are millisecond timestamps, so an age limit could be added as a further
+    /// bound on the same trim.
+    pub max_retained: u64,
 }
 
 impl Default for QueueOptions {
@@ -76,6 +109,10 @@ impl Default for QueueOptions {
         Self {
             visibility_timeout: Duration::from_secs(30),
             max_deliveries: 5,
+            // Enough recent history for operators and for a group added later, while a
+            // stream of ~1 KiB messages stays around 10 MiB; per-node inboxes multiply this by
+            // the size of the fleet, which is why it is not larger.
+            max_retained: 10_000,
         }
     }
 }
@@ -96,7 +133,8 @@ pub trait Queue: Send + Sync + 'static {
     ) -> Result<String, QueueError>;
 
     /// Creates the consumer group if missing (idempotent), starting from the beginning of the
-    /// stream so nothing published before the group existed is lost.
+    /// stream, so nothing published before the group existed and still kept is lost (a
+    /// stream without groups keeps its newest [`QueueOptions::max_retained`] messages).
     async fn ensure_group(&self, stream: &str, group: &str) -> Result<(), QueueError>;
 
     /// Returns up to `max` messages for this consumer: first messages whose visibility timeout
@@ -127,6 +165,15 @@ pub trait Queue: Send + Sync + 'static {
     /// Reads messages from the dead-letter stream of `stream` (oldest first, up to `max`), for
     /// operators and tests.
     async fn dead_letters(&self, stream: &str, max: usize) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Trims `stream` and its dead-letter stream now, by the rules of the crate docs
+    /// ("Retention"): removes the oldest messages beyond [`QueueOptions::max_retained`] that
+    /// every consumer group has acknowledged, and never one that some group has not. Returns
+    /// how many messages were removed from both streams together; an unknown stream is 0.
+    ///
+    /// Queues also trim by themselves every [`AUTO_TRIM_INTERVAL`] messages published or
+    /// acked on a stream, so services need not call this; it is for operators and tests.
+    async fn trim(&self, stream: &str) -> Result<u64, QueueError>;
 }
 
 /// Checks a stream name: non-empty, at most [`MAX_NAME_LEN`] characters, only
@@ -291,5 +338,6 @@ mod tests {
         let options = QueueOptions::default();
         assert_eq!(options.visibility_timeout, Duration::from_secs(30));
         assert_eq!(options.max_deliveries, 5);
+        assert_eq!(options.max_retained, 10_000);
     }
 }

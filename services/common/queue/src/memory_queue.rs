@@ -1,8 +1,9 @@
 //! The in-process queue of the embedded all-in-one server, with the same semantics as the
 //! Redis one: independent groups, visibility timeout, delivery counts and dead letters.
 //!
-//! Messages live only as long as the process, and nothing is ever trimmed, mirroring the
-//! Redis streams (a group created later still reads from the beginning).
+//! Messages live only as long as the process. Streams are trimmed by the same rules as the
+//! Redis ones (crate docs, "Retention"), under the one lock, so a trim never races a group
+//! being created or a message being delivered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -14,9 +15,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::{
-    Delivery, Headers, MAX_BLOCK, NameKind, Queue, QueueError, QueueOptions, dead_letter_headers,
-    dead_letter_stream, parse_message_ids, validate_name, validate_stream_and_group,
-    validate_stream_name,
+    AUTO_TRIM_INTERVAL, Delivery, Headers, MAX_BLOCK, NameKind, Queue, QueueError, QueueOptions,
+    dead_letter_headers, dead_letter_stream, parse_message_ids, validate_name,
+    validate_stream_and_group, validate_stream_name,
 };
 
 /// `(milliseconds, sequence)`, ordered like the Redis stream ids it imitates.
@@ -53,6 +54,47 @@ struct Stream {
     /// Wakes blocked consumers when a message is appended. Streams are never removed, so a
     /// consumer may hold on to this across lock releases.
     notify: Arc<Notify>,
+    /// Messages published or acked since the last trim; at [`AUTO_TRIM_INTERVAL`] the stream
+    /// trims itself.
+    writes_since_trim: u64,
+}
+
+impl Stream {
+    /// Removes the oldest messages beyond `max_retained` that every group has acknowledged.
+    /// Stops at the first one some group still needs: trimming only ever cuts a prefix, like
+    /// `XTRIM MINID`, so both implementations keep the same messages.
+    fn trim(&mut self, max_retained: u64) -> u64 {
+        let groups: Vec<(MessageId, Option<MessageId>)> = self
+            .groups
+            .values()
+            .map(|group| (group.last_delivered, group.pending.keys().next().copied()))
+            .collect();
+        let acknowledged_by_all = |id: &MessageId| {
+            groups.iter().all(|(last_delivered, oldest_pending)| {
+                id <= last_delivered && oldest_pending.is_none_or(|pending| *id < pending)
+            })
+        };
+        let mut removed = 0;
+        while u64::try_from(self.entries.len()).unwrap_or(u64::MAX) > max_retained {
+            match self.entries.first_key_value() {
+                Some((id, _)) if acknowledged_by_all(id) => {
+                    self.entries.pop_first();
+                    removed += 1;
+                }
+                _ => break,
+            }
+        }
+        removed
+    }
+
+    /// Counts messages published or acked, and trims once enough have been since last time.
+    fn record_writes(&mut self, count: u64, max_retained: u64) {
+        self.writes_since_trim = self.writes_since_trim.saturating_add(count);
+        if self.writes_since_trim >= AUTO_TRIM_INTERVAL {
+            self.writes_since_trim = 0;
+            self.trim(max_retained);
+        }
+    }
 }
 
 /// A [`Queue`] held in memory, for the embedded server and tests.
@@ -130,8 +172,8 @@ impl MemoryQueue {
                 break;
             }
             let Some(entry) = stream.entries.get(&id) else {
-                // Entries are never removed, but a pending id without an entry could only be
-                // dropped, as Redis does for deleted entries.
+                // Trimming never removes a pending entry, but a pending id without an entry
+                // could only be dropped, as Redis does for deleted entries.
                 group.pending.remove(&id);
                 continue;
             };
@@ -198,6 +240,11 @@ impl MemoryQueue {
             .min();
 
         if !dead.is_empty() {
+            // Dead-lettering acks, which counts towards trimming like any ack.
+            stream.record_writes(
+                u64::try_from(dead.len()).unwrap_or(u64::MAX),
+                self.options.max_retained,
+            );
             let dead_name = dead_letter_stream(stream_name);
             for (id, payload, headers) in dead {
                 tracing::warn!(
@@ -206,7 +253,13 @@ impl MemoryQueue {
                     message_id = %format_id(id),
                     "message moved to the dead-letter stream after too many deliveries"
                 );
-                append(streams, &dead_name, payload, headers);
+                append(
+                    streams,
+                    &dead_name,
+                    payload,
+                    headers,
+                    self.options.max_retained,
+                );
             }
         }
         Ok((deliveries, next_expiry))
@@ -215,12 +268,13 @@ impl MemoryQueue {
 
 /// Appends to a stream, creating it if needed, with an id that grows like Redis's: the clock
 /// in milliseconds, with a sequence number for ids in the same millisecond or if the clock
-/// went backwards.
+/// went backwards. Trims the stream every [`AUTO_TRIM_INTERVAL`] writes.
 fn append(
     streams: &mut HashMap<String, Stream>,
     stream_name: &str,
     payload: Bytes,
     headers: Headers,
+    max_retained: u64,
 ) -> String {
     let stream = streams.entry(stream_name.to_owned()).or_default();
     let now_ms = SystemTime::now()
@@ -240,6 +294,7 @@ fn append(
     stream.last_id = id;
     stream.entries.insert(id, Entry { payload, headers });
     stream.notify.notify_waiters();
+    stream.record_writes(1, max_retained);
     format_id(id)
 }
 
@@ -258,6 +313,7 @@ impl Queue for MemoryQueue {
             stream,
             Bytes::copy_from_slice(payload),
             headers.clone(),
+            self.options.max_retained,
         ))
     }
 
@@ -322,14 +378,20 @@ impl Queue for MemoryQueue {
         validate_stream_and_group(stream, group)?;
         let ids = parse_message_ids(stream, ids)?;
         let mut streams = self.lock();
-        if let Some(group) = streams
-            .get_mut(stream)
-            .and_then(|s| s.groups.get_mut(group))
-        {
-            for id in ids {
-                group.pending.remove(&id);
-            }
-        }
+        let Some(stream) = streams.get_mut(stream) else {
+            return Ok(());
+        };
+        let Some(group) = stream.groups.get_mut(group) else {
+            return Ok(());
+        };
+        let acked = ids
+            .iter()
+            .filter(|&id| group.pending.remove(id).is_some())
+            .count();
+        stream.record_writes(
+            u64::try_from(acked).unwrap_or(u64::MAX),
+            self.options.max_retained,
+        );
         Ok(())
     }
 
@@ -365,5 +427,19 @@ impl Queue for MemoryQueue {
                 delivery_count: 0,
             })
             .collect())
+    }
+
+    async fn trim(&self, stream: &str) -> Result<u64, QueueError> {
+        validate_stream_name(stream)?;
+        let max_retained = self.options.max_retained;
+        let mut streams = self.lock();
+        let mut removed = 0;
+        for name in [stream.to_owned(), dead_letter_stream(stream)] {
+            if let Some(stream) = streams.get_mut(&name) {
+                stream.writes_since_trim = 0;
+                removed += stream.trim(max_retained);
+            }
+        }
+        Ok(removed)
     }
 }

@@ -4,7 +4,15 @@
 //!
 //! Layout of an entry: the field `payload` holds the body, and each header `name` is a field
 //! `h:name`, so entries stay readable with `redis-cli XRANGE`.
+//!
+//! Trimming (crate docs, "Retention") is one Lua script, `trim.lua`: it finds the prefix of
+//! the stream every group has acknowledged (before each group's oldest pending id, at or
+//! before its last-delivered id) and removes its oldest entries beyond `max_retained` with
+//! `XTRIM MINID`. Being one script, it cannot interleave with `XGROUP CREATE` or
+//! `XREADGROUP`: a group created meanwhile either counts or comes after the trim and starts
+//! from the oldest entry kept.
 
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,13 +22,15 @@ use redis::streams::{
     StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamPendingReply, StreamRangeReply,
     StreamReadReply,
 };
-use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
+use redis::{
+    AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script,
+};
 use tokio::time::Instant;
 
 use crate::{
-    Delivery, Headers, MAX_BLOCK, NameKind, Queue, QueueError, QueueOptions, dead_letter_headers,
-    dead_letter_stream, parse_message_ids, validate_name, validate_stream_and_group,
-    validate_stream_name,
+    AUTO_TRIM_INTERVAL, Delivery, Headers, MAX_BLOCK, NameKind, Queue, QueueError, QueueOptions,
+    dead_letter_headers, dead_letter_stream, parse_message_ids, validate_name,
+    validate_stream_and_group, validate_stream_name,
 };
 
 const PAYLOAD_FIELD: &str = "payload";
@@ -45,6 +55,11 @@ const RETRY_DELAYS: [Duration; 3] = [
 const MAX_CLAIM_BATCH: usize = 1000;
 /// Idle blocking connections kept for reuse; more are opened when more consumers block at once.
 const MAX_IDLE_BLOCKING_CONNECTIONS: usize = 8;
+/// Most entries one run of the trim script removes. The script blocks Redis while it runs
+/// (and reads the entries it removes), so a long stream is trimmed in several short runs.
+const TRIM_BATCH: u64 = 1000;
+/// The trim script; see the module docs.
+const TRIM_SCRIPT: &str = include_str!("trim.lua");
 
 /// A [`Queue`] over Redis Streams.
 ///
@@ -61,6 +76,10 @@ pub struct RedisQueue {
     blocking_pool: Mutex<Vec<MultiplexedConnection>>,
     key_prefix: String,
     options: QueueOptions,
+    trim_script: Script,
+    /// Messages published or acked per stream since this queue last trimmed it. One entry per
+    /// stream this process wrote to, which is a bounded set (streams are per service or node).
+    writes_since_trim: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -108,6 +127,8 @@ impl RedisQueue {
             blocking_pool: Mutex::new(vec![first_blocking]),
             key_prefix: key_prefix.to_owned(),
             options,
+            trim_script: Script::new(TRIM_SCRIPT),
+            writes_since_trim: Mutex::new(HashMap::new()),
         })
     }
 
@@ -156,6 +177,60 @@ impl RedisQueue {
             pipeline.query_async::<T>(&mut connection).await
         })
         .await
+    }
+
+    /// Runs the trim script once on `stream`: removes at most [`TRIM_BATCH`] entries.
+    async fn trim_batch(&self, stream: &str) -> Result<u64, QueueError> {
+        let key = self.key(stream);
+        let key = &key;
+        self.with_retries(|mut connection| async move {
+            self.trim_script
+                .key(key)
+                .arg(self.options.max_retained)
+                .arg(TRIM_BATCH)
+                .invoke_async::<u64>(&mut connection)
+                .await
+        })
+        .await
+        .map_err(|e| backend_error(stream, None, "trimming", e))
+    }
+
+    /// Trims `stream` completely, in batches.
+    async fn trim_stream(&self, stream: &str) -> Result<u64, QueueError> {
+        self.writes_since_trim
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(stream);
+        let mut removed = 0;
+        loop {
+            let batch = self.trim_batch(stream).await?;
+            removed += batch;
+            if batch < TRIM_BATCH {
+                return Ok(removed);
+            }
+        }
+    }
+
+    /// Counts messages published or acked on `stream`, and trims it (one batch) once enough
+    /// have been since last time. The write itself succeeded, so a failed trim is only
+    /// logged: the next one catches up.
+    async fn record_writes(&self, stream: &str, count: u64) {
+        let due = {
+            let mut writes = self
+                .writes_since_trim
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let since_trim = writes.entry(stream.to_owned()).or_default();
+            *since_trim = since_trim.saturating_add(count);
+            let due = *since_trim >= AUTO_TRIM_INTERVAL;
+            if due {
+                *since_trim = 0;
+            }
+            due
+        };
+        if due && let Err(e) = self.trim_batch(stream).await {
+            tracing::warn!(stream, error = %e, "trimming the stream failed");
+        }
     }
 
     async fn take_blocking_connection(&self) -> RedisResult<MultiplexedConnection> {
@@ -297,6 +372,9 @@ impl RedisQueue {
         self.run_pipeline::<()>(&transaction).await.map_err(|e| {
             backend_error(stream, Some(group), "moving a message to dead letters", e)
         })?;
+        // One message added to the dead-letter stream, one acked in the original.
+        self.record_writes(&dead_letter_stream(stream), 1).await;
+        self.record_writes(stream, 1).await;
         tracing::warn!(
             stream,
             group,
@@ -469,9 +547,12 @@ impl Queue for RedisQueue {
         headers: &Headers,
     ) -> Result<String, QueueError> {
         validate_stream_name(stream)?;
-        self.run(&xadd(&self.key(stream), payload, headers))
+        let id = self
+            .run(&xadd(&self.key(stream), payload, headers))
             .await
-            .map_err(|e| backend_error(stream, None, "publishing", e))
+            .map_err(|e| backend_error(stream, None, "publishing", e))?;
+        self.record_writes(stream, 1).await;
+        Ok(id)
     }
 
     async fn ensure_group(&self, stream: &str, group: &str) -> Result<(), QueueError> {
@@ -542,10 +623,12 @@ impl Queue for RedisQueue {
             return Ok(());
         }
         // XACK answers 0, not an error, for unknown ids and for a missing key or group.
-        self.run::<u64>(redis::cmd("XACK").arg(self.key(stream)).arg(group).arg(ids))
+        let acked = self
+            .run::<u64>(redis::cmd("XACK").arg(self.key(stream)).arg(group).arg(ids))
             .await
-            .map(drop)
-            .map_err(|e| backend_error(stream, Some(group), "acking", e))
+            .map_err(|e| backend_error(stream, Some(group), "acking", e))?;
+        self.record_writes(stream, acked).await;
+        Ok(())
     }
 
     async fn pending(&self, stream: &str, group: &str) -> Result<u64, QueueError> {
@@ -579,5 +662,11 @@ impl Queue for RedisQueue {
             .into_iter()
             .map(|entry| decode_entry(&dead_name, entry, 0))
             .collect())
+    }
+
+    async fn trim(&self, stream: &str) -> Result<u64, QueueError> {
+        validate_stream_name(stream)?;
+        let removed = self.trim_stream(stream).await?;
+        Ok(removed + self.trim_stream(&dead_letter_stream(stream)).await?)
     }
 }

@@ -1,5 +1,6 @@
 //! Runs the queue contract suite (`bosun_queue::contract`) against the in-process queue and
-//! against real Redis, plus Redis-only tests that nothing is lost when connections are killed.
+//! against real Redis, plus Redis-only tests that nothing is lost when connections are killed
+//! and that the trim script handles ids exactly.
 //!
 //! Redis must be running at `BOSUN_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). If it
 //! is not, the Redis tests fail with a message saying so; they never skip. Each Redis test
@@ -116,6 +117,12 @@ contract_tests!(
     check_blocking_consume_wakes_on_publish,
     check_missing_groups_and_empty_reads,
     check_invalid_names_are_rejected,
+    check_trim_removes_acknowledged_messages,
+    check_trim_keeps_messages_pending_in_any_group,
+    check_trim_waits_for_a_group_that_has_not_read,
+    check_trim_of_a_stream_without_groups,
+    check_dead_letters_are_bounded,
+    check_streams_trim_themselves,
 );
 
 /// A Redis ACL user for one test, so `CLIENT KILL USER` hits exactly the queue's connections
@@ -342,4 +349,101 @@ async fn redis_connect_to_nothing_fails_fast() {
         result.map(drop)
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// The trim script compares and steps ids as decimal strings, not Lua numbers: ids of
+/// different lengths (`9-0` before `12-0`), sequence numbers past 2^53 and the largest one
+/// are handled exactly. Queue ids are 13-digit timestamps, so only hand-written ids get here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_trim_handles_ids_exactly() {
+    let mut admin = admin_connection().await;
+    let redis = TestRedis::new().await;
+    let queue = redis.queue.as_ref();
+    let add = |stream: &str, ids: &[&str]| {
+        let mut pipeline = redis::pipe();
+        for id in ids {
+            pipeline
+                .cmd("XADD")
+                .arg(format!("{}{stream}", redis.prefix))
+                .arg(*id)
+                .arg("payload")
+                .arg(*id)
+                .ignore();
+        }
+        pipeline
+    };
+    let consume = |stream: &'static str, group: &'static str, max: usize| async move {
+        queue
+            .consume(stream, group, "c", max, Duration::ZERO)
+            .await
+            .expect("consume should succeed")
+    };
+
+    // Group "ahead" has acked 9-0..11-0 and holds 12-0 pending; group "behind" has only read
+    // and acked 9-0. Only 9-0 may go, though "12-0" sorts before "9-0" as text.
+    let stream = "ids:lengths";
+    let published: Vec<String> = (9..=20).map(|ms| format!("{ms}-0")).collect();
+    let id_refs: Vec<&str> = published.iter().map(String::as_str).collect();
+    add(stream, &id_refs)
+        .exec_async(&mut admin)
+        .await
+        .expect("XADD with explicit ids should succeed");
+    for group in ["ahead", "behind"] {
+        queue
+            .ensure_group(stream, group)
+            .await
+            .expect("ensure_group should succeed");
+    }
+    let ahead = consume(stream, "ahead", 4).await;
+    queue
+        .ack(stream, "ahead", &ids(&ahead[..3]))
+        .await
+        .expect("ack should succeed");
+    let behind = consume(stream, "behind", 1).await;
+    queue
+        .ack(stream, "behind", &ids(&behind))
+        .await
+        .expect("ack should succeed");
+    assert_eq!(
+        queue.trim(stream).await.expect("trim should succeed"),
+        1,
+        "only 9-0 is acknowledged by both groups"
+    );
+    let rest = consume(stream, "behind", 100).await;
+    assert_eq!(
+        ids(&rest),
+        published[1..],
+        "group behind still gets 10-0 onwards"
+    );
+
+    // Without groups: stepping past a sequence number beyond 2^53 (where Lua numbers lose
+    // precision), then past the largest one, which moves on to the next millisecond.
+    let stream = "ids:large-sequences";
+    add(
+        stream,
+        &[
+            "1-0",
+            "2-0",
+            "3-9007199254740993",
+            "4-0",
+            "5-0",
+            "6-0",
+            "7-18446744073709551615",
+        ],
+    )
+    .exec_async(&mut admin)
+    .await
+    .expect("XADD with explicit ids should succeed");
+    assert_eq!(queue.trim(stream).await.expect("trim should succeed"), 3);
+    add(stream, &["8-0", "9-0", "10-0", "11-0"])
+        .exec_async(&mut admin)
+        .await
+        .expect("XADD with explicit ids should succeed");
+    assert_eq!(queue.trim(stream).await.expect("trim should succeed"), 4);
+    queue
+        .ensure_group(stream, "late")
+        .await
+        .expect("ensure_group should succeed");
+    let kept = consume(stream, "late", 100).await;
+    assert_eq!(ids(&kept), ["8-0", "9-0", "10-0", "11-0"]);
 }
