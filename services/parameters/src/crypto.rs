@@ -5,6 +5,10 @@
 //! to another name fails to decrypt. `rewrap` moves a data key to another master key without
 //! touching the value ciphertext. Errors never carry plaintext or key material, and `Debug`
 //! of keys is redacted.
+//!
+//! `seal` and `open` lend the same envelope scheme to other services' secrets (webhook signing
+//! secrets, say) under a caller-chosen context, with an associated-data prefix of their own so
+//! a sealed blob and a parameter value can never be taken for one another.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +40,8 @@ const WRAPPED_KEY_BYTES: usize = KEY_BYTES + TAG_BYTES;
 /// Associated data prefixes, so a wrapped key can never be taken for a value or back.
 const WRAP_AAD: &[u8] = b"bosun-parameters/v1/data-key/";
 const VALUE_AAD: &[u8] = b"bosun-parameters/v1/value/";
+/// Associated data prefix of `seal`/`open`, distinct from both of the above.
+const SEALED_AAD: &[u8] = b"bosun/v1/sealed/";
 
 /// Why a crypto operation failed. Messages name the key id or the parameter, never a value
 /// or key bytes.
@@ -47,6 +53,8 @@ pub enum CryptoError {
     InvalidKeyId(String),
     #[error("parameter {0}: decryption failed (wrong parameter, wrong key or tampered data)")]
     DecryptFailed(String),
+    #[error("sealed data for {0}: opening failed (wrong context, wrong key or tampered data)")]
+    OpenFailed(String),
     #[error("envelope: {0}")]
     MalformedEnvelope(&'static str),
     #[error("key file {path}: {problem}")]
@@ -308,6 +316,40 @@ impl MasterKeyRing {
         plaintext: &str,
         key_id: &str,
     ) -> Result<Envelope, CryptoError> {
+        self.seal_with_aad(&value_aad(name.as_str()), plaintext.as_bytes(), key_id)
+    }
+
+    /// Seals `plaintext` for `context` (a webhook id, say) under a fresh data key wrapped by
+    /// `key_id`. Only `open` with the same context opens it; neither `decrypt` nor `open`
+    /// with another context does.
+    pub fn seal(
+        &self,
+        context: &str,
+        plaintext: &[u8],
+        key_id: &str,
+    ) -> Result<Envelope, CryptoError> {
+        self.seal_with_aad(&sealed_aad(context), plaintext, key_id)
+    }
+
+    /// Opens what `seal` sealed for `context`.
+    pub fn open(
+        &self,
+        context: &str,
+        envelope: &Envelope,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.open_with_aad(&sealed_aad(context), envelope, || {
+            CryptoError::OpenFailed(context.to_owned())
+        })
+    }
+
+    /// The envelope scheme shared by `encrypt` and `seal`: a fresh data key encrypts the
+    /// plaintext with `aad`, and is itself wrapped by the master key `key_id`.
+    fn seal_with_aad(
+        &self,
+        aad: &[u8],
+        plaintext: &[u8],
+        key_id: &str,
+    ) -> Result<Envelope, CryptoError> {
         let master = self.key(key_id)?;
         let data_key = random_key()?;
         let wrap_nonce = random_nonce()?;
@@ -326,8 +368,8 @@ impl MasterKeyRing {
             .encrypt(
                 &Nonce::from(value_nonce),
                 Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: &value_aad(name.as_str()),
+                    msg: plaintext,
+                    aad,
                 },
             )
             .map_err(|_| CryptoError::EncryptFailed)?;
@@ -338,6 +380,27 @@ impl MasterKeyRing {
             value_nonce,
             ciphertext,
         })
+    }
+
+    /// The inverse of `seal_with_aad`; every failure is `failure()`, so nothing tells a
+    /// wrong key from a wrong context or tampering.
+    fn open_with_aad(
+        &self,
+        aad: &[u8],
+        envelope: &Envelope,
+        failure: impl Fn() -> CryptoError,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let data_key = self.unwrap_data_key(envelope, &failure)?;
+        Aes256Gcm::new(&Key::<Aes256Gcm>::from(*data_key))
+            .decrypt(
+                &Nonce::from(envelope.value_nonce),
+                Payload {
+                    msg: &envelope.ciphertext,
+                    aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| failure())
     }
 
     fn unwrap_data_key(
@@ -369,18 +432,7 @@ impl MasterKeyRing {
         envelope: &Envelope,
     ) -> Result<SecretString, CryptoError> {
         let failure = || CryptoError::DecryptFailed(name.to_string());
-        let data_key = self.unwrap_data_key(envelope, failure)?;
-        let plaintext = Zeroizing::new(
-            Aes256Gcm::new(&Key::<Aes256Gcm>::from(*data_key))
-                .decrypt(
-                    &Nonce::from(envelope.value_nonce),
-                    Payload {
-                        msg: &envelope.ciphertext,
-                        aad: &value_aad(name.as_str()),
-                    },
-                )
-                .map_err(|_| failure())?,
-        );
+        let plaintext = self.open_with_aad(&value_aad(name.as_str()), envelope, failure)?;
         // Values were encrypted from `&str`, so invalid UTF-8 means corruption.
         let text = std::str::from_utf8(&plaintext).map_err(|_| failure())?;
         Ok(SecretString::from(text.to_owned()))
@@ -442,6 +494,10 @@ fn wrap_aad(key_id: &str) -> Vec<u8> {
 
 fn value_aad(name: &str) -> Vec<u8> {
     [VALUE_AAD, name.as_bytes()].concat()
+}
+
+fn sealed_aad(context: &str) -> Vec<u8> {
+    [SEALED_AAD, context.as_bytes()].concat()
 }
 
 /// A stored SecureString value. Bytes layout (version 1):
@@ -565,5 +621,82 @@ mod tests {
         // The same text as a key id and as a name gives different associated data, so a
         // wrapped key can never be accepted as a value ciphertext or the reverse.
         assert_ne!(wrap_aad("/p"), value_aad("/p"));
+        assert_ne!(sealed_aad("/p"), value_aad("/p"));
+        assert_ne!(sealed_aad("/p"), wrap_aad("/p"));
+    }
+
+    #[test]
+    fn sealed_bytes_open_only_in_their_context() {
+        let ring = MasterKeyRing::generate_default().expect("ring");
+        let secret = [7u8, 0, 255, 3];
+        let envelope = ring
+            .seal("webhook-1", &secret, DEFAULT_KEY_ID)
+            .expect("seal");
+        assert_ne!(envelope.ciphertext()[..secret.len()], secret);
+        let opened = ring.open("webhook-1", &envelope).expect("open");
+        assert_eq!(opened.as_slice(), secret);
+        // Through the stored form too.
+        let stored = Envelope::from_base64(&envelope.to_base64()).expect("parses");
+        assert_eq!(
+            ring.open("webhook-1", &stored).expect("open").as_slice(),
+            secret
+        );
+        assert!(matches!(
+            ring.open("webhook-2", &envelope),
+            Err(CryptoError::OpenFailed(context)) if context == "webhook-2"
+        ));
+    }
+
+    #[test]
+    fn sealed_blobs_and_parameter_values_never_swap() {
+        let ring = MasterKeyRing::generate_default().expect("ring");
+        let name = ParameterName::parse("/p").expect("name");
+        // The same context text as the parameter name: still no crossing over.
+        let sealed = ring.seal("/p", b"abc", DEFAULT_KEY_ID).expect("seal");
+        assert!(matches!(
+            ring.decrypt(&name, &sealed),
+            Err(CryptoError::DecryptFailed(_))
+        ));
+        let value = ring.encrypt(&name, "abc", DEFAULT_KEY_ID).expect("encrypt");
+        assert!(matches!(
+            ring.open("/p", &value),
+            Err(CryptoError::OpenFailed(_))
+        ));
+    }
+
+    #[test]
+    fn sealed_blobs_survive_rewrap_and_fail_under_another_ring() {
+        let mut ring = MasterKeyRing::generate_default().expect("ring");
+        let sealed = ring.seal("ctx", b"secret", DEFAULT_KEY_ID).expect("seal");
+        ring.generate("alias/next").expect("second key");
+        let rewrapped = ring.rewrap(&sealed, "alias/next").expect("rewrap");
+        assert_eq!(rewrapped.key_id(), "alias/next");
+        assert_eq!(
+            ring.open("ctx", &rewrapped).expect("open").as_slice(),
+            b"secret"
+        );
+        let other = MasterKeyRing::generate_default().expect("another ring");
+        assert!(matches!(
+            other.open("ctx", &sealed),
+            Err(CryptoError::OpenFailed(_))
+        ));
+        assert!(matches!(
+            ring.seal("ctx", b"x", "alias/missing"),
+            Err(CryptoError::UnknownKey(_))
+        ));
+    }
+
+    #[test]
+    fn tampered_sealed_blobs_do_not_open() {
+        let ring = MasterKeyRing::generate_default().expect("ring");
+        let sealed = ring.seal("ctx", b"secret", DEFAULT_KEY_ID).expect("seal");
+        let mut bytes = sealed.to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = Envelope::from_bytes(&bytes).expect("still well formed");
+        assert!(matches!(
+            ring.open("ctx", &tampered),
+            Err(CryptoError::OpenFailed(_))
+        ));
     }
 }

@@ -2,10 +2,12 @@
 //! SecureString envelope encryption (the pure domain core), and the gRPC service with its
 //! tables built on them; change events and the worker that enforces policies.
 
+mod cache;
 pub mod crypto;
 mod entities;
 pub mod error;
 pub mod events;
+pub mod keys;
 pub mod label;
 mod migrations;
 pub mod name;
@@ -17,8 +19,10 @@ mod store;
 pub mod value;
 pub mod versions;
 
+pub use cache::{CacheStats, ReadCache};
 pub use crypto::{CryptoError, DEFAULT_KEY_ID, Envelope, MasterKeyRing};
 pub use events::{ChangeEvent, ChangeOperation, EVENTS_STREAM};
+pub use keys::KeySource;
 pub use label::{LabelOutcome, UnlabelOutcome, VersionLabels};
 pub use migrations::Migrator;
 pub use name::{ParameterName, ParameterPath, Selector, VersionSelector};

@@ -16,6 +16,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::ReadCache;
 use crate::events::{ChangeEvent, ChangeOperation, EventPublisher};
 use crate::policy::{PolicyEvent, due, next_due};
 use crate::service::stored_policies;
@@ -97,6 +98,8 @@ pub struct PolicyWorker {
     events: EventPublisher,
     clock: Arc<dyn Clock>,
     wake: Arc<Notify>,
+    /// The service's read cache: an expired parameter must vanish from every replica's.
+    cache: Option<ReadCache>,
 }
 
 impl PolicyWorker {
@@ -112,7 +115,14 @@ impl PolicyWorker {
             events: EventPublisher::new(events),
             clock,
             wake: Arc::new(Notify::new()),
+            cache: None,
         }
+    }
+
+    /// Invalidates `cache` (the service's) when a parameter expires.
+    pub fn with_cache(mut self, cache: ReadCache) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Shares `wake` as the handle that wakes `run` early (when the service was built first).
@@ -183,6 +193,10 @@ impl PolicyWorker {
             let operation = match event {
                 PolicyEvent::Expire { .. } => {
                     if let Some(deleted) = self.expire(&record.name, now).await? {
+                        if let Some(cache) = &self.cache {
+                            // On failure the cache retries in the background and logs.
+                            let _ = cache.invalidate(std::slice::from_ref(&deleted.name)).await;
+                        }
                         self.publish(ChangeOperation::Expired, &deleted, now).await;
                         report.expired.push(deleted.name);
                     }

@@ -25,9 +25,11 @@ use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
+use crate::cache::ReadCache;
 use crate::crypto::{Envelope, MasterKeyRing, validate_key_id};
 use crate::error::{PARAMETER_NOT_FOUND, PARAMETER_VERSION_NOT_FOUND, VALIDATION};
 use crate::events::{ChangeEvent, ChangeOperation, EventPublisher};
+use crate::keys::KeySource;
 use crate::label::{label_version, unlabel_version, version_with_label};
 use crate::name::{ParameterName, ParameterPath, Selector, VersionSelector};
 use crate::policy::{FiredEvent, ParameterPolicy, parse_policies, statuses};
@@ -64,13 +66,15 @@ const TOO_MANY_TAGS: &str = "TooManyTagsError";
 pub struct ParameterServiceImpl {
     db: DatabaseConnection,
     audit: AuditLog,
-    keys: Arc<MasterKeyRing>,
+    keys: Arc<KeySource>,
     events: EventPublisher,
     /// Poked after every committed write to a parameter with policies, so the policy worker
     /// reschedules without waiting out its sleep.
     policy_wake: Option<Arc<Notify>>,
     /// Stamps versions, so tests that move the policy worker's clock move this one too.
     clock: Arc<dyn Clock>,
+    /// Serves GetParameter / GetParameters when set; see `cache` for why it is exact.
+    cache: Option<ReadCache>,
 }
 
 impl ParameterServiceImpl {
@@ -78,11 +82,72 @@ impl ParameterServiceImpl {
         ParameterServiceImpl {
             db,
             audit,
-            keys,
+            keys: Arc::new(KeySource::fixed(keys)),
             events: EventPublisher::default(),
             policy_wake: None,
             clock: Arc::new(SystemClock),
+            cache: None,
         }
+    }
+
+    /// Takes master keys from `keys` (a key file re-read when it changes) instead of the fixed
+    /// ring given to `new`.
+    pub fn with_key_source(mut self, keys: Arc<KeySource>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Serves reads through `cache` (give the policy worker the same one).
+    pub fn with_cache(mut self, cache: ReadCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// After a change to `names` committed, before it is acknowledged: no replica may serve
+    /// what was there before. Run the publishing first, then return this result.
+    async fn invalidate(&self, names: &[String]) -> Result<(), ApiError> {
+        match &self.cache {
+            Some(cache) => cache.invalidate(names).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The versions `selectors` pick, through the cache when there is one. Each result is
+    /// on its own: a missing parameter does not fail the others.
+    async fn read_versions(
+        &self,
+        selectors: &[&Selector],
+    ) -> Vec<Result<Arc<VersionRecord>, ApiError>> {
+        let mut results = Vec::with_capacity(selectors.len());
+        let Some(cache) = &self.cache else {
+            for selector in selectors {
+                results.push(
+                    resolve(&self.db, "get", selector)
+                        .await
+                        .map(|(_, v)| Arc::new(v)),
+                );
+            }
+            return results;
+        };
+        let names: Vec<&str> = selectors.iter().map(|s| s.name.as_str()).collect();
+        let tokens = cache.tokens(&names).await;
+        for (index, selector) in selectors.iter().enumerate() {
+            let name = selector.name.as_str();
+            let suffix = selector_suffix(&selector.version);
+            let token = tokens.as_ref().map(|tokens| tokens[index]);
+            if let Some(hit) = token.and_then(|token| cache.get(name, &suffix, token)) {
+                results.push(Ok(hit));
+                continue;
+            }
+            let read = resolve(&self.db, "get", selector)
+                .await
+                .map(|(_, v)| Arc::new(v));
+            if let (Ok(version), Some(token)) = (&read, token) {
+                cache.put(name, &suffix, token, Arc::clone(version));
+            }
+            results.push(read);
+        }
+        results
     }
 
     /// Takes modification times from `clock` (the policy worker's, in tests).
@@ -727,7 +792,7 @@ struct PutOutcome {
 /// Applies a PutParameter in `txn`.
 async fn put(
     txn: &DatabaseTransaction,
-    keys: &MasterKeyRing,
+    keys: &KeySource,
     request: PutRequest,
     now: DateTime<Utc>,
 ) -> Result<PutOutcome, ApiError> {
@@ -799,7 +864,7 @@ async fn put(
             .key_id
             .clone()
             .or(stored_key)
-            .unwrap_or_else(|| keys.default_key_id().to_owned())
+            .unwrap_or_else(|| keys.current().default_key_id().to_owned())
     } else {
         if request.key_id.is_some() {
             return Err(invalid(
@@ -810,7 +875,8 @@ async fn put(
         String::new()
     };
     let stored_value = if parameter_type == ParameterType::SecureString {
-        keys.encrypt(&request.name, &value, &key_id)?.to_base64()
+        keys.with_ring(|ring| ring.encrypt(&request.name, &value, &key_id))?
+            .to_base64()
     } else {
         value
     };
@@ -958,7 +1024,7 @@ impl ParameterServiceImpl {
         }
         let name = ParameterName::parse(&version.name)?;
         let envelope = Envelope::from_base64(&version.value)?;
-        let plaintext = self.keys.decrypt(&name, &envelope)?;
+        let plaintext = self.keys.with_ring(|ring| ring.decrypt(&name, &envelope))?;
         self.audit
             .record(
                 AuditRecord::for_request(request, caller, DECRYPT_ACTION, &resource(&version.name))
@@ -1047,6 +1113,7 @@ impl ParameterService for ParameterServiceImpl {
                 Box::pin(async move { put(txn, &keys, checked, now).await })
             })
             .await?;
+        let invalidated = self.invalidate(std::slice::from_ref(&name)).await;
         let operation = if outcome.created {
             ChangeOperation::Create
         } else {
@@ -1066,6 +1133,7 @@ impl ParameterService for ParameterServiceImpl {
         if outcome.has_policies || !body.policies.is_empty() {
             self.wake_policy_worker();
         }
+        invalidated?;
         Ok(Response::new(pb::PutParameterResponse {
             version: outcome.version,
             tier: tier_to_proto(outcome.tier.as_str()),
@@ -1080,7 +1148,11 @@ impl ParameterService for ParameterServiceImpl {
         let body = request.get_ref();
         let selector = Selector::parse(&body.name)?;
         authorize(&caller, "GetParameter", selector.name.as_str())?;
-        let (_, version) = resolve(&self.db, "get", &selector).await?;
+        let version = self
+            .read_versions(&[&selector])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(ApiError::internal("get parameter: no read result")))?;
         if body.with_decryption && is_secure(&version) {
             self.check_decrypt(&request, &caller, &version.name).await?;
         }
@@ -1116,9 +1188,11 @@ impl ParameterService for ParameterServiceImpl {
         }
         let mut found = Vec::new();
         let mut invalid_parameters = Vec::new();
-        for (text, selector) in selectors {
-            match resolve(&self.db, "get", &selector).await {
-                Ok((_, version)) => found.push((selector, version)),
+        let wanted: Vec<&Selector> = selectors.iter().map(|(_, selector)| selector).collect();
+        let read = self.read_versions(&wanted).await;
+        for ((text, selector), read) in selectors.into_iter().zip(read) {
+            match read {
+                Ok(version) => found.push((selector, version)),
                 Err(ApiError::NotFound { .. }) => invalid_parameters.push(text),
                 Err(other) => return Err(other.into()),
             }
@@ -1257,7 +1331,9 @@ impl ParameterService for ParameterServiceImpl {
                 })
             })
             .await?;
+        let invalidated = self.invalidate(std::slice::from_ref(&deleted.name)).await;
         self.publish_deletes(&caller, &[deleted]).await;
+        invalidated?;
         Ok(Response::new(pb::DeleteParameterResponse {}))
     }
 
@@ -1307,7 +1383,10 @@ impl ParameterService for ParameterServiceImpl {
                 })
             })
             .await?;
+        let names: Vec<String> = deleted_parameters.iter().map(|p| p.name.clone()).collect();
+        let invalidated = self.invalidate(&names).await;
         self.publish_deletes(&caller, &deleted_parameters).await;
+        invalidated?;
         Ok(Response::new(pb::DeleteParametersResponse {
             deleted_parameters: deleted_parameters.into_iter().map(|p| p.name).collect(),
             invalid_parameters,
@@ -1428,7 +1507,9 @@ impl ParameterService for ParameterServiceImpl {
             })
             .await?;
         let (invalid_labels, parameter_version, changed, parameter) = outcome;
+        let mut invalidated = Ok(());
         if changed {
+            invalidated = self.invalidate(std::slice::from_ref(&parameter.name)).await;
             self.publish_one(
                 ChangeOperation::LabelParameterVersion,
                 &caller,
@@ -1437,6 +1518,7 @@ impl ParameterService for ParameterServiceImpl {
             )
             .await;
         }
+        invalidated?;
         Ok(Response::new(pb::LabelParameterVersionResponse {
             invalid_labels,
             parameter_version,
@@ -1479,7 +1561,9 @@ impl ParameterService for ParameterServiceImpl {
             })
             .await?;
         let (outcome, parameter) = outcome;
+        let mut invalidated = Ok(());
         if !outcome.removed.is_empty() {
+            invalidated = self.invalidate(std::slice::from_ref(&parameter.name)).await;
             self.publish_one(
                 ChangeOperation::UnlabelParameterVersion,
                 &caller,
@@ -1488,6 +1572,7 @@ impl ParameterService for ParameterServiceImpl {
             )
             .await;
         }
+        invalidated?;
         Ok(Response::new(pb::UnlabelParameterVersionResponse {
             removed_labels: outcome.removed,
             invalid_labels: outcome.invalid_labels,
