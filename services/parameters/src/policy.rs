@@ -382,8 +382,9 @@ pub struct FiredEvent {
     pub due_at: DateTime<Utc>,
 }
 
-/// SSM's `PolicyStatus`. Evaluation yields `Pending` or `Finished`; the service reports
-/// `InProgress` while it acts and `Failed` when acting failed.
+/// SSM's `PolicyStatus`. `statuses` yields `Pending`, `InProgress` (due, not acted on yet) or
+/// `Finished`. `Failed` exists for SSM parity only: the worker never gives up on a policy, it
+/// retries a failed enforcement on its next scan, so the status stays `InProgress` meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyStatus {
     Pending,
@@ -470,25 +471,23 @@ pub fn next_due(
         .min()
 }
 
-/// Status of each policy, in order: `Finished` when its current event has fired,
-/// `Pending` otherwise (a NoChangeNotification is pending again after a change).
+/// Status of each policy at `now`, in order: `Finished` when its current event has fired,
+/// `InProgress` when it is due but the worker has not acted yet, `Pending` otherwise (a
+/// NoChangeNotification is pending again after a change).
 pub fn statuses(
     policies: &[ParameterPolicy],
     last_modified: DateTime<Utc>,
     already_fired: &[FiredEvent],
+    now: DateTime<Utc>,
 ) -> Vec<PolicyStatus> {
     let events = scheduled(policies, last_modified);
     (0..policies.len())
-        .map(|index| {
-            let fired = events
-                .iter()
-                .find(|event| event.policy_index() == index)
-                .is_some_and(|event| already_fired.contains(&event.fired()));
-            if fired {
-                PolicyStatus::Finished
-            } else {
-                PolicyStatus::Pending
-            }
-        })
+        .map(
+            |index| match events.iter().find(|event| event.policy_index() == index) {
+                Some(event) if already_fired.contains(&event.fired()) => PolicyStatus::Finished,
+                Some(event) if event.due_at() <= now => PolicyStatus::InProgress,
+                _ => PolicyStatus::Pending,
+            },
+        )
         .collect()
 }

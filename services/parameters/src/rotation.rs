@@ -2,9 +2,11 @@
 //! new master key. Value ciphertexts are never touched and values are never decrypted.
 //!
 //! The caller adds the new key to the ring first (`MasterKeyRing::generate` or `insert`),
-//! and should make it the default (`set_default_key_id`) on every running service before
-//! rotating, so that new writes already use it. Until the run has finished, services must
-//! keep the old key too: rows not yet re-wrapped still need it to decrypt.
+//! makes it the default (`set_default_key_id`) and writes the key file before rotating.
+//! Running services re-read that file (`KeySource`) when a value needs a key they lack and
+//! when the file changes, so new writes move to the new key within seconds and re-wrapped
+//! values keep decrypting. Services must keep the old key too: rows not yet re-wrapped
+//! still need it, and rotation never removes a key from the file.
 //!
 //! The work is done in small batches, each in its own write transaction, and is idempotent:
 //! a row already under the new key is skipped, so a run that crashed part-way is simply run

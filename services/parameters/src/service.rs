@@ -314,15 +314,16 @@ pub(crate) fn stored_policies(text: &str) -> Vec<ParameterPolicy> {
     })
 }
 
-/// Policies with their status: Finished once the worker acted on the policy's current due
-/// time (`fired`), Pending before.
+/// Policies with their status at `now`: Finished once the worker acted on the policy's
+/// current due time (`fired`), InProgress once due but not yet acted on, Pending before.
 fn inline_policies(
     text: &str,
     last_modified: DateTime<Utc>,
     fired: &[FiredEvent],
+    now: DateTime<Utc>,
 ) -> Vec<pb::ParameterInlinePolicy> {
     let policies = stored_policies(text);
-    let status = statuses(&policies, last_modified, fired);
+    let status = statuses(&policies, last_modified, fired, now);
     policies
         .iter()
         .zip(status)
@@ -346,7 +347,11 @@ async fn fired_for<C: ConnectionTrait>(
     store::fired_events(conn, name).await
 }
 
-fn metadata(record: &ParameterRecord, fired: &[FiredEvent]) -> pb::ParameterMetadata {
+fn metadata(
+    record: &ParameterRecord,
+    fired: &[FiredEvent],
+    now: DateTime<Utc>,
+) -> pb::ParameterMetadata {
     pb::ParameterMetadata {
         name: record.name.clone(),
         r#type: type_to_proto(&record.parameter_type),
@@ -357,7 +362,7 @@ fn metadata(record: &ParameterRecord, fired: &[FiredEvent]) -> pb::ParameterMeta
         allowed_pattern: record.allowed_pattern.clone(),
         version: record.latest_version,
         tier: tier_to_proto(&record.tier),
-        policies: inline_policies(&record.policies, record.last_modified_at, fired),
+        policies: inline_policies(&record.policies, record.last_modified_at, fired, now),
         data_type: record.data_type.clone(),
     }
 }
@@ -1458,7 +1463,12 @@ impl ParameterService for ParameterServiceImpl {
                 version: version.version,
                 labels: labels.remove(&version.version).unwrap_or_default(),
                 tier: tier_to_proto(&version.tier),
-                policies: inline_policies(&version.policies, version.modified_at, &fired),
+                policies: inline_policies(
+                    &version.policies,
+                    version.modified_at,
+                    &fired,
+                    self.clock.now(),
+                ),
                 data_type: version.data_type.clone(),
             });
         }
@@ -1619,7 +1629,7 @@ impl ParameterService for ParameterServiceImpl {
                     continue;
                 }
                 let fired = fired_for(&self.db, &record.name, &record.policies).await?;
-                parameters.push(metadata(&record, &fired));
+                parameters.push(metadata(&record, &fired, self.clock.now()));
                 if parameters.len() == limit {
                     next_token = encode_token(&record.name);
                     break 'scan;

@@ -167,8 +167,13 @@ fn due_and_next_due_on_a_controlled_clock() {
         Some(at(2030, 1, 6, 0))
     );
     assert_eq!(
-        statuses(&policies, modified, &fired),
+        statuses(&policies, modified, &fired, at(2030, 1, 1, 1)),
         vec![PolicyStatus::Pending; 3]
+    );
+    // Due and not acted on yet: in progress.
+    assert_eq!(
+        statuses(&policies, modified, &fired, at(2030, 1, 6, 0))[2],
+        PolicyStatus::InProgress
     );
 
     // Five days without change: the no-change notification fires, exactly once.
@@ -184,14 +189,14 @@ fn due_and_next_due_on_a_controlled_clock() {
     fired.extend(events.iter().map(PolicyEvent::fired));
     assert!(due(&policies, modified, at(2030, 1, 7, 0), &fired).is_empty());
     assert_eq!(
-        statuses(&policies, modified, &fired)[2],
+        statuses(&policies, modified, &fired, at(2030, 1, 7, 0))[2],
         PolicyStatus::Finished
     );
 
     // A change resets the no-change clock: pending again, due five days after the change.
     let changed = at(2030, 1, 10, 0);
     assert_eq!(
-        statuses(&policies, changed, &fired)[2],
+        statuses(&policies, changed, &fired, changed)[2],
         PolicyStatus::Pending
     );
     assert_eq!(
@@ -234,7 +239,7 @@ fn due_and_next_due_on_a_controlled_clock() {
     );
     fired.extend(events.iter().map(PolicyEvent::fired));
     assert_eq!(
-        statuses(&policies, late_change, &fired)[..2],
+        statuses(&policies, late_change, &fired, at(2030, 1, 31, 0))[..2],
         [PolicyStatus::Finished, PolicyStatus::Finished]
     );
 }
@@ -270,7 +275,7 @@ fn notification_due_with_expiration_comes_first() {
 fn no_policies_means_nothing_due() {
     assert!(due(&[], at(2030, 1, 1, 0), at(2040, 1, 1, 0), &[]).is_empty());
     assert_eq!(next_due(&[], at(2030, 1, 1, 0), &[]), None);
-    assert!(statuses(&[], at(2030, 1, 1, 0), &[]).is_empty());
+    assert!(statuses(&[], at(2030, 1, 1, 0), &[], at(2030, 1, 1, 0)).is_empty());
 }
 
 #[test]

@@ -129,8 +129,13 @@ async fn expiration_deletes_on_time_after_one_notification() {
             assert!(report.notified.is_empty(), "{report:?}");
             assert!(take_events(&events.queue).await.is_empty());
 
-            // At T-1h the notification fires, once, across two scans.
+            // At T-1h the notification is due: in progress until the worker acts, then it
+            // fires, once, across two scans.
             clock.set(at - TimeDelta::hours(1));
+            assert_eq!(
+                described_statuses(&h, name).await,
+                vec!["Pending", "InProgress"]
+            );
             let report = worker.run_once().await.expect("scan");
             assert_eq!(
                 report.notified,
