@@ -1,5 +1,5 @@
 //! The Parameter Store tables: one row per parameter (its current metadata), one per kept
-//! version, one per label, one per tag, and one per policy firing that happened.
+//! version, one per label, one per tag, one per policy firing that happened, and one per change event not yet published.
 
 pub mod parameter {
     use sea_orm::entity::prelude::*;
@@ -121,6 +121,25 @@ pub mod policy_event {
         #[sea_orm(primary_key, auto_increment = false)]
         pub due_at: ChronoDateTimeUtc,
         pub fired_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "parameter_event_outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub payload: String,
+        pub headers: String,
+        pub created_at: ChronoDateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

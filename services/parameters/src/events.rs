@@ -1,16 +1,29 @@
 //! Change events: every committed change to a parameter is published to the `events` stream
 //! of a `bosun_queue::Queue`, for notifications, automation and scheduling to react to.
 //!
-//! Events carry names, versions, types and principals, never a value. They are published
-//! after the transaction commits (the store is the truth); a failed publish is logged and
-//! counted but never fails a change that already committed.
+//! Events carry names, versions, types and principals, never a value. They go through a
+//! transactional outbox: [`EventPublisher::stage`] writes them in the transaction of the
+//! change (so they exist exactly when the change does), [`EventPublisher::flush`] publishes
+//! staged events oldest first and removes them, right after the commit and again from
+//! [`EventPublisher::run_relay`] for whatever a crash or a queue outage left behind. Delivery
+//! is at least once (a crash between publish and removal publishes again): consumers
+//! deduplicate on `event_id`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use bosun_core::ApiError;
 use bosun_queue::{Headers, Queue};
 use chrono::{DateTime, SecondsFormat, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::entities::outbox;
 
 /// The stream every change event goes to (`bosun:events` in Redis in production).
 pub const EVENTS_STREAM: &str = "events";
@@ -81,59 +94,151 @@ impl ChangeEvent {
     }
 }
 
-/// Publishes change events when a queue was given; does nothing otherwise.
+/// Staged events published per store round trip.
+const FLUSH_BATCH: u64 = 100;
+
+/// Stages and publishes change events when a queue was given; does nothing otherwise.
 #[derive(Clone, Default)]
 pub struct EventPublisher {
     queue: Option<Arc<dyn Queue>>,
+    db: Option<DatabaseConnection>,
     failures: Arc<AtomicU64>,
+    /// One flush at a time in this process, so events leave in outbox order.
+    flushing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl EventPublisher {
-    pub fn new(queue: Option<Arc<dyn Queue>>) -> Self {
+    /// Publishes to `queue` what was staged in `db`.
+    pub fn new(queue: Arc<dyn Queue>, db: DatabaseConnection) -> Self {
         EventPublisher {
-            queue,
+            queue: Some(queue),
+            db: Some(db),
             failures: Arc::default(),
+            flushing: Arc::default(),
         }
     }
 
-    /// How many publishes failed since start.
+    /// How many publishes failed since start (the events stayed staged).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// Publishes each event in order, with the current trace context in the headers.
-    /// Failures are logged (name and operation only) and counted, never returned: the change
-    /// they describe has committed already.
-    pub async fn publish(&self, events: &[ChangeEvent]) {
-        let Some(queue) = &self.queue else {
-            return;
-        };
+    /// Writes `events` to the outbox in the change's transaction, with the current trace
+    /// context. Nothing is staged without a queue.
+    pub async fn stage<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        events: &[ChangeEvent],
+    ) -> Result<(), ApiError> {
+        if self.queue.is_none() || events.is_empty() {
+            return Ok(());
+        }
+        let mut headers = Headers::new();
+        bosun_telemetry::inject_map(&mut headers);
+        let headers = serde_json::to_string(&headers)
+            .map_err(|error| ApiError::internal(format!("stage change event: {error}")))?;
+        let now = Utc::now();
         for event in events {
-            let payload = match serde_json::to_vec(event) {
-                Ok(payload) => payload,
-                Err(error) => {
-                    self.failed(event, &error.to_string());
-                    continue;
+            let payload = serde_json::to_string(event)
+                .map_err(|error| ApiError::internal(format!("stage change event: {error}")))?;
+            outbox::ActiveModel {
+                payload: Set(payload),
+                headers: Set(headers.clone()),
+                created_at: Set(now),
+                ..Default::default()
+            }
+            .insert(conn)
+            .await
+            .map_err(|error| ApiError::internal(format!("stage change event: {error}")))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes staged events oldest first, removing each batch once published; stops at
+    /// the first failure so order holds (what is left is published by a later flush).
+    /// Returns how many were published.
+    pub async fn flush(&self) -> Result<u64, ApiError> {
+        let (Some(queue), Some(db)) = (&self.queue, &self.db) else {
+            return Ok(0);
+        };
+        let _one_at_a_time = self.flushing.lock().await;
+        let db_error =
+            |error: sea_orm::DbErr| ApiError::internal(format!("flush change events: {error}"));
+        let mut published = 0;
+        loop {
+            let staged = outbox::Entity::find()
+                .order_by_asc(outbox::Column::Id)
+                .limit(FLUSH_BATCH)
+                .all(db)
+                .await
+                .map_err(db_error)?;
+            if staged.is_empty() {
+                return Ok(published);
+            }
+            let mut sent = Vec::with_capacity(staged.len());
+            let mut failure = None;
+            for row in &staged {
+                // A row that does not parse cannot get better: publish it without headers.
+                let headers: Headers = serde_json::from_str(&row.headers).unwrap_or_default();
+                match queue
+                    .publish(EVENTS_STREAM, row.payload.as_bytes(), &headers)
+                    .await
+                {
+                    Ok(_) => sent.push(row.id),
+                    Err(error) => {
+                        failure = Some(error.to_string());
+                        break;
+                    }
                 }
-            };
-            let mut headers = Headers::new();
-            bosun_telemetry::inject_map(&mut headers);
-            if let Err(error) = queue.publish(EVENTS_STREAM, &payload, &headers).await {
-                self.failed(event, &error.to_string());
+            }
+            published += sent.len() as u64;
+            if !sent.is_empty() {
+                outbox::Entity::delete_many()
+                    .filter(outbox::Column::Id.is_in(sent))
+                    .exec(db)
+                    .await
+                    .map_err(db_error)?;
+            }
+            if let Some(error) = failure {
+                let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    failures,
+                    %error,
+                    "could not publish parameter change events; they stay staged for the relay"
+                );
+                return Err(ApiError::Unavailable(format!(
+                    "publish change events: {error}"
+                )));
+            }
+            if (staged.len() as u64) < FLUSH_BATCH {
+                return Ok(published);
             }
         }
     }
 
-    fn failed(&self, event: &ChangeEvent, error: &str) {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::warn!(
-            parameter = %event.name,
-            operation = event.operation,
-            event_id = %event.event_id,
-            failures,
-            %error,
-            "could not publish a parameter change event"
-        );
+    /// Flushes after a commit: failures are logged by `flush` and left to the relay, never
+    /// returned, because the change they describe has committed already.
+    pub async fn flush_after_commit(&self) {
+        if let Err(error) = self.flush().await {
+            tracing::debug!(%error, "change events left for the relay");
+        }
+    }
+
+    /// Flushes every `every` until `shutdown`: publishes what a crash or an outage left.
+    pub async fn run_relay(self, every: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            match self.flush().await {
+                Ok(0) | Err(ApiError::Unavailable(_)) => {}
+                Ok(published) => {
+                    tracing::info!(published, "relay published staged parameter change events");
+                }
+                Err(error) => tracing::warn!(%error, "parameter change event relay"),
+            }
+        }
     }
 }
 
@@ -178,17 +283,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn publishes_in_order_and_counts_nothing_on_success() {
+    async fn staged_events_are_published_in_order_and_removed() {
+        let test_db = bosun_store::testing::sqlite().await;
+        bosun_store::migrate::<crate::Migrator>(&test_db.db)
+            .await
+            .expect("migrations");
         let queue: Arc<dyn Queue> = Arc::new(MemoryQueue::new(QueueOptions::default()));
         queue.ensure_group(EVENTS_STREAM, "g").await.expect("group");
-        let publisher = EventPublisher::new(Some(Arc::clone(&queue)));
+        let publisher = EventPublisher::new(Arc::clone(&queue), test_db.db.clone());
         let now = Utc::now();
         publisher
-            .publish(&[
-                ChangeEvent::new(ChangeOperation::Create, "/a", 1, "String", "user/a", now),
-                ChangeEvent::new(ChangeOperation::Delete, "/a", 1, "String", "user/a", now),
-            ])
-            .await;
+            .stage(
+                &test_db.db,
+                &[
+                    ChangeEvent::new(ChangeOperation::Create, "/a", 1, "String", "user/a", now),
+                    ChangeEvent::new(ChangeOperation::Delete, "/a", 1, "String", "user/a", now),
+                ],
+            )
+            .await
+            .expect("stage");
+        assert_eq!(publisher.flush().await.expect("flush"), 2);
+        assert_eq!(publisher.flush().await.expect("nothing left"), 0);
         let read = queue
             .consume(EVENTS_STREAM, "g", "c", 10, std::time::Duration::ZERO)
             .await

@@ -21,7 +21,7 @@ pub mod versions;
 
 pub use cache::{CacheStats, ReadCache};
 pub use crypto::{CryptoError, DEFAULT_KEY_ID, Envelope, MasterKeyRing};
-pub use events::{ChangeEvent, ChangeOperation, EVENTS_STREAM};
+pub use events::{ChangeEvent, ChangeOperation, EVENTS_STREAM, EventPublisher};
 pub use keys::KeySource;
 pub use label::{LabelOutcome, UnlabelOutcome, VersionLabels};
 pub use migrations::Migrator;

@@ -110,9 +110,11 @@ impl PolicyWorker {
         clock: Arc<dyn Clock>,
     ) -> Self {
         PolicyWorker {
+            events: events
+                .map(|queue| EventPublisher::new(queue, db.clone()))
+                .unwrap_or_default(),
             db,
             audit,
-            events: EventPublisher::new(events),
             clock,
             wake: Arc::new(Notify::new()),
             cache: None,
@@ -197,7 +199,7 @@ impl PolicyWorker {
                             // On failure the cache retries in the background and logs.
                             let _ = cache.invalidate(std::slice::from_ref(&deleted.name)).await;
                         }
-                        self.publish(ChangeOperation::Expired, &deleted, now).await;
+                        self.events.flush_after_commit().await;
                         report.expired.push(deleted.name);
                     }
                     // Deleted, or overwritten meanwhile and rescheduled: either way the
@@ -215,8 +217,11 @@ impl PolicyWorker {
                 .map_err(ApiError::internal)?;
             let claimed = store::record_fired(&txn, &record.name, event.fired(), now).await?;
             if claimed {
+                self.events
+                    .stage(&txn, &[worker_event(operation, record, now)])
+                    .await?;
                 txn.commit().await.map_err(ApiError::internal)?;
-                self.publish(operation, record, now).await;
+                self.events.flush_after_commit().await;
                 report.notified.push((record.name.clone(), operation));
             }
             fired.push(event.fired());
@@ -262,25 +267,29 @@ impl PolicyWorker {
             }),
         };
         self.audit.record_in(&txn, record).await?;
+        self.events
+            .stage(
+                &txn,
+                &[worker_event(ChangeOperation::Expired, &current, now)],
+            )
+            .await?;
         txn.commit().await.map_err(ApiError::internal)?;
         Ok(Some(current))
     }
+}
 
-    async fn publish(
-        &self,
-        operation: ChangeOperation,
-        parameter: &ParameterRecord,
-        now: DateTime<Utc>,
-    ) {
-        self.events
-            .publish(&[ChangeEvent::new(
-                operation,
-                &parameter.name,
-                parameter.latest_version,
-                &parameter.parameter_type,
-                WORKER_PRINCIPAL,
-                now,
-            )])
-            .await;
-    }
+/// A change the worker made or announced, in its own name.
+fn worker_event(
+    operation: ChangeOperation,
+    parameter: &ParameterRecord,
+    now: DateTime<Utc>,
+) -> ChangeEvent {
+    ChangeEvent::new(
+        operation,
+        &parameter.name,
+        parameter.latest_version,
+        &parameter.parameter_type,
+        WORKER_PRINCIPAL,
+        now,
+    )
 }

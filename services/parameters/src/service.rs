@@ -156,10 +156,16 @@ impl ParameterServiceImpl {
         self
     }
 
-    /// Publishes every committed change to the `events` stream of `queue`.
+    /// Publishes every committed change to the `events` stream of `queue`, through the
+    /// outbox in the store (run `event_relay` too, for what a crash or an outage leaves).
     pub fn with_events(mut self, queue: Arc<dyn Queue>) -> Self {
-        self.events = EventPublisher::new(Some(queue));
+        self.events = EventPublisher::new(queue, self.db.clone());
         self
+    }
+
+    /// The publisher to run as the outbox relay (`EventPublisher::run_relay`).
+    pub fn event_relay(&self) -> EventPublisher {
+        self.events.clone()
     }
 
     /// Wakes the policy worker (`PolicyWorker::wake_handle`) after writes to parameters with
@@ -167,46 +173,6 @@ impl ParameterServiceImpl {
     pub fn with_policy_wake(mut self, wake: Arc<Notify>) -> Self {
         self.policy_wake = Some(wake);
         self
-    }
-
-    /// Publishes one committed change to `parameter` (at `version`) by the caller.
-    async fn publish_one(
-        &self,
-        operation: ChangeOperation,
-        caller: &AuthContext,
-        parameter: &ParameterRecord,
-        version: i64,
-    ) {
-        self.events
-            .publish(&[ChangeEvent::new(
-                operation,
-                &parameter.name,
-                version,
-                &parameter.parameter_type,
-                &caller.principal.to_string(),
-                self.clock.now(),
-            )])
-            .await;
-    }
-
-    /// Publishes a Delete per deleted parameter, with the version it had last.
-    async fn publish_deletes(&self, caller: &AuthContext, deleted: &[ParameterRecord]) {
-        let principal = caller.principal.to_string();
-        let now = self.clock.now();
-        let events: Vec<ChangeEvent> = deleted
-            .iter()
-            .map(|parameter| {
-                ChangeEvent::new(
-                    ChangeOperation::Delete,
-                    &parameter.name,
-                    parameter.latest_version,
-                    &parameter.parameter_type,
-                    &principal,
-                    now,
-                )
-            })
-            .collect();
-        self.events.publish(&events).await;
     }
 
     fn wake_policy_worker(&self) {
@@ -218,6 +184,18 @@ impl ParameterServiceImpl {
     pub fn into_server(self) -> ParameterServiceServer<Self> {
         ParameterServiceServer::new(self)
     }
+}
+
+/// The Delete event of `parameter`, with the version it had last.
+fn deleted_event(parameter: &ParameterRecord, principal: &str, now: DateTime<Utc>) -> ChangeEvent {
+    ChangeEvent::new(
+        ChangeOperation::Delete,
+        &parameter.name,
+        parameter.latest_version,
+        &parameter.parameter_type,
+        principal,
+        now,
+    )
 }
 
 // ---- authorization ------------------------------------------------------------------------
@@ -1113,27 +1091,33 @@ impl ParameterService for ParameterServiceImpl {
         let authorization = authorize(&caller, "PutParameter", &name);
         let keys = Arc::clone(&self.keys);
         let now = self.clock.now();
+        let events = self.events.clone();
+        let principal = caller.principal.to_string();
+        let changed = name.clone();
         let outcome = self
             .audited(vec![record], authorization, move |txn| {
-                Box::pin(async move { put(txn, &keys, checked, now).await })
+                Box::pin(async move {
+                    let outcome = put(txn, &keys, checked, now).await?;
+                    let operation = if outcome.created {
+                        ChangeOperation::Create
+                    } else {
+                        ChangeOperation::Update
+                    };
+                    let event = ChangeEvent::new(
+                        operation,
+                        &changed,
+                        outcome.version,
+                        outcome.parameter_type.as_str(),
+                        &principal,
+                        now,
+                    );
+                    events.stage(txn, &[event]).await?;
+                    Ok(outcome)
+                })
             })
             .await?;
         let invalidated = self.invalidate(std::slice::from_ref(&name)).await;
-        let operation = if outcome.created {
-            ChangeOperation::Create
-        } else {
-            ChangeOperation::Update
-        };
-        self.events
-            .publish(&[ChangeEvent::new(
-                operation,
-                &name,
-                outcome.version,
-                outcome.parameter_type.as_str(),
-                &caller.principal.to_string(),
-                self.clock.now(),
-            )])
-            .await;
+        self.events.flush_after_commit().await;
         // A write that removed the policies also changes the worker's schedule.
         if outcome.has_policies || !body.policies.is_empty() {
             self.wake_policy_worker();
@@ -1325,6 +1309,9 @@ impl ParameterService for ParameterServiceImpl {
             &resource(&name),
         );
         let authorization = authorize(&caller, "DeleteParameter", &name);
+        let events = self.events.clone();
+        let principal = caller.principal.to_string();
+        let now = self.clock.now();
         let deleted = self
             .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
@@ -1332,12 +1319,15 @@ impl ParameterService for ParameterServiceImpl {
                         .await?
                         .ok_or_else(|| parameter_not_found("delete", &name))?;
                     store::delete_parameter(txn, &name).await?;
+                    events
+                        .stage(txn, &[deleted_event(&parameter, &principal, now)])
+                        .await?;
                     Ok(parameter)
                 })
             })
             .await?;
         let invalidated = self.invalidate(std::slice::from_ref(&deleted.name)).await;
-        self.publish_deletes(&caller, &[deleted]).await;
+        self.events.flush_after_commit().await;
         invalidated?;
         Ok(Response::new(pb::DeleteParameterResponse {}))
     }
@@ -1370,6 +1360,9 @@ impl ParameterService for ParameterServiceImpl {
         let authorization = names
             .iter()
             .try_for_each(|name| authorize(&caller, "DeleteParameters", name));
+        let events = self.events.clone();
+        let principal = caller.principal.to_string();
+        let now = self.clock.now();
         let (deleted_parameters, invalid_parameters) = self
             .audited(records, authorization, move |txn| {
                 Box::pin(async move {
@@ -1384,13 +1377,18 @@ impl ParameterService for ParameterServiceImpl {
                             None => missing.push(name),
                         }
                     }
+                    let staged: Vec<ChangeEvent> = deleted
+                        .iter()
+                        .map(|parameter| deleted_event(parameter, &principal, now))
+                        .collect();
+                    events.stage(txn, &staged).await?;
                     Ok((deleted, missing))
                 })
             })
             .await?;
         let names: Vec<String> = deleted_parameters.iter().map(|p| p.name.clone()).collect();
         let invalidated = self.invalidate(&names).await;
-        self.publish_deletes(&caller, &deleted_parameters).await;
+        self.events.flush_after_commit().await;
         invalidated?;
         Ok(Response::new(pb::DeleteParametersResponse {
             deleted_parameters: deleted_parameters.into_iter().map(|p| p.name).collect(),
@@ -1498,6 +1496,9 @@ impl ParameterService for ParameterServiceImpl {
             "labels": body.labels,
         }));
         let authorization = authorize(&caller, "LabelParameterVersion", &name);
+        let events = self.events.clone();
+        let principal = caller.principal.to_string();
+        let now = self.clock.now();
         let outcome = self
             .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
@@ -1512,6 +1513,17 @@ impl ParameterService for ParameterServiceImpl {
                         store::set_label(txn, &name, label, number).await?;
                     }
                     let changed = !outcome.added.is_empty();
+                    if changed {
+                        let event = ChangeEvent::new(
+                            ChangeOperation::LabelParameterVersion,
+                            &parameter.name,
+                            number,
+                            &parameter.parameter_type,
+                            &principal,
+                            now,
+                        );
+                        events.stage(txn, &[event]).await?;
+                    }
                     Ok((outcome.invalid_labels, number, changed, parameter))
                 })
             })
@@ -1520,13 +1532,7 @@ impl ParameterService for ParameterServiceImpl {
         let mut invalidated = Ok(());
         if changed {
             invalidated = self.invalidate(std::slice::from_ref(&parameter.name)).await;
-            self.publish_one(
-                ChangeOperation::LabelParameterVersion,
-                &caller,
-                &parameter,
-                parameter_version,
-            )
-            .await;
+            self.events.flush_after_commit().await;
         }
         invalidated?;
         Ok(Response::new(pb::LabelParameterVersionResponse {
@@ -1556,6 +1562,9 @@ impl ParameterService for ParameterServiceImpl {
             "labels": body.labels,
         }));
         let authorization = authorize(&caller, "UnlabelParameterVersion", &name);
+        let events = self.events.clone();
+        let principal = caller.principal.to_string();
+        let now = self.clock.now();
         let outcome = self
             .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
@@ -1566,6 +1575,17 @@ impl ParameterService for ParameterServiceImpl {
                     let outcome =
                         unlabel_version(&name, &mut labels, number.unsigned_abs(), &requested)?;
                     store::remove_labels(txn, &name, &outcome.removed).await?;
+                    if !outcome.removed.is_empty() {
+                        let event = ChangeEvent::new(
+                            ChangeOperation::UnlabelParameterVersion,
+                            &parameter.name,
+                            number,
+                            &parameter.parameter_type,
+                            &principal,
+                            now,
+                        );
+                        events.stage(txn, &[event]).await?;
+                    }
                     Ok((outcome, parameter))
                 })
             })
@@ -1574,13 +1594,7 @@ impl ParameterService for ParameterServiceImpl {
         let mut invalidated = Ok(());
         if !outcome.removed.is_empty() {
             invalidated = self.invalidate(std::slice::from_ref(&parameter.name)).await;
-            self.publish_one(
-                ChangeOperation::UnlabelParameterVersion,
-                &caller,
-                &parameter,
-                number,
-            )
-            .await;
+            self.events.flush_after_commit().await;
         }
         invalidated?;
         Ok(Response::new(pb::UnlabelParameterVersionResponse {

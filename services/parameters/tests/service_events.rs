@@ -281,3 +281,146 @@ async fn a_failed_publish_does_not_fail_the_committed_write() {
         h.stop().await;
     }
 }
+
+/// A queue that can be taken down and brought back.
+struct SwitchQueue {
+    down: std::sync::atomic::AtomicBool,
+    inner: bosun_queue::MemoryQueue,
+}
+
+#[async_trait::async_trait]
+impl bosun_queue::Queue for SwitchQueue {
+    async fn publish(
+        &self,
+        stream: &str,
+        payload: &[u8],
+        headers: &bosun_queue::Headers,
+    ) -> Result<String, bosun_queue::QueueError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(bosun_queue::QueueError::Connect("queue is down".into()));
+        }
+        self.inner.publish(stream, payload, headers).await
+    }
+
+    async fn ensure_group(&self, stream: &str, group: &str) -> Result<(), bosun_queue::QueueError> {
+        self.inner.ensure_group(stream, group).await
+    }
+
+    async fn consume(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        block: std::time::Duration,
+    ) -> Result<Vec<bosun_queue::Delivery>, bosun_queue::QueueError> {
+        self.inner
+            .consume(stream, group, consumer, max, block)
+            .await
+    }
+
+    async fn ack(
+        &self,
+        stream: &str,
+        group: &str,
+        ids: &[String],
+    ) -> Result<(), bosun_queue::QueueError> {
+        self.inner.ack(stream, group, ids).await
+    }
+
+    async fn pending(&self, stream: &str, group: &str) -> Result<u64, bosun_queue::QueueError> {
+        self.inner.pending(stream, group).await
+    }
+
+    async fn dead_letters(
+        &self,
+        stream: &str,
+        max: usize,
+    ) -> Result<Vec<bosun_queue::Delivery>, bosun_queue::QueueError> {
+        self.inner.dead_letters(stream, max).await
+    }
+
+    async fn trim(&self, stream: &str) -> Result<u64, bosun_queue::QueueError> {
+        self.inner.trim(stream).await
+    }
+}
+
+/// Changes committed while the queue is down are not lost: they wait in the outbox, and the
+/// relay publishes them, in order, once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_changes_made_while_the_queue_was_down_are_published_when_it_is_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    for test_db in bosun_store::testing::both().await {
+        let switch = Arc::new(SwitchQueue {
+            down: true.into(),
+            inner: bosun_queue::MemoryQueue::new(bosun_queue::QueueOptions::default()),
+        });
+        let queue: Arc<dyn bosun_queue::Queue> = switch.clone();
+        queue
+            .ensure_group(bosun_parameters::EVENTS_STREAM, "test")
+            .await
+            .expect("group");
+        let db = test_db.db.clone();
+        let h = Harness::start_with(test_db, Some(queue.clone()), None).await;
+        assert_eq!(h.put_string("/app/outage", "1", false).await, 1);
+        assert_eq!(h.put_string("/app/outage", "2", true).await, 2);
+        h.client()
+            .delete_parameter(h.req(
+                ALICE,
+                pb::DeleteParameterRequest {
+                    name: "/app/outage".into(),
+                },
+            ))
+            .await
+            .expect("delete with the queue down");
+        assert!(h.events.is_some());
+        let read = queue
+            .consume(
+                bosun_parameters::EVENTS_STREAM,
+                "test",
+                "c",
+                10,
+                std::time::Duration::ZERO,
+            )
+            .await
+            .expect("consume");
+        assert!(read.is_empty(), "nothing could be published yet");
+
+        switch.down.store(false, Ordering::SeqCst);
+        let relay = bosun_parameters::EventPublisher::new(queue.clone(), db);
+        assert_eq!(relay.flush().await.expect("relay"), 3);
+        let read = queue
+            .consume(
+                bosun_parameters::EVENTS_STREAM,
+                "test",
+                "c",
+                10,
+                std::time::Duration::ZERO,
+            )
+            .await
+            .expect("consume");
+        let seen: Vec<(String, i64)> = read
+            .iter()
+            .map(|delivery| {
+                let json: serde_json::Value =
+                    serde_json::from_slice(&delivery.payload).expect("json");
+                (
+                    json["operation"].as_str().unwrap_or_default().to_owned(),
+                    json["version"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("Create".to_owned(), 1),
+                ("Update".to_owned(), 2),
+                ("Delete".to_owned(), 2)
+            ]
+        );
+        assert_eq!(relay.flush().await.expect("nothing left"), 0);
+        h.stop().await;
+    }
+}

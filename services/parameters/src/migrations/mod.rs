@@ -5,6 +5,7 @@ use bosun_store::sea_orm_migration::{self, prelude::*};
 
 mod m20261128_000001_create_parameters;
 mod m20261128_000002_create_policy_events;
+mod m20261128_000003_create_event_outbox;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_create_parameters::Migration),
             Box::new(m20261128_000002_create_policy_events::Migration),
+            Box::new(m20261128_000003_create_event_outbox::Migration),
         ]
     }
 
