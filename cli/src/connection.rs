@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use bosun_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bosun_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bosun_proto::documents::v1::document_service_client::DocumentServiceClient;
+use bosun_proto::notifications::v1::notification_service_client::NotificationServiceClient;
 use bosun_proto::parameters::v1::parameter_service_client::ParameterServiceClient;
 use chrono::{DateTime, Utc};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -88,6 +89,7 @@ pub type AuthClient = AuthServiceClient<InterceptedService<Channel, BearerAuth>>
 pub type AuditClient = AuditServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type DocumentsClient = DocumentServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type ParametersClient = ParameterServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub type NotificationsClient = NotificationServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 /// An open channel plus the credentials to use on it.
 #[derive(Clone, Debug)]
@@ -123,6 +125,10 @@ impl Connection {
 
     pub fn parameters(&self) -> ParametersClient {
         ParameterServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn notifications(&self) -> NotificationsClient {
+        NotificationServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 }
 

@@ -9,6 +9,7 @@ mod input;
 mod output;
 mod server;
 mod views;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ use crate::commands::session::LoginArgs;
 use crate::commands::users::UsersCommand;
 use crate::credentials::{CredentialStore, normalize_server};
 use crate::output::OutputFormat;
+use crate::webhook::WebhookCommand;
 
 /// Subcommands list the global flags apart from their own.
 const GLOBAL: &str = "Global options";
@@ -97,12 +99,15 @@ enum Command {
     /// Manage parameters: configuration values and secrets, their versions, labels and tags.
     #[command(subcommand, visible_alias = "parameters")]
     Param(ParamCommand),
+    /// Manage webhooks: HTTP endpoints that receive change events, signed, with retries.
+    #[command(subcommand, visible_alias = "webhooks")]
+    Webhook(WebhookCommand),
     /// Run the all-in-one Bosun server.
     Server(server::ServerArgs),
     /// Run one Bosun service on its own.
     Serve(server::ServeArgs),
-    /// Re-wrap every SecureString under a new master key (values untouched), then restart
-    /// every process serving parameters so it loads the new key.
+    /// Re-wrap every SecureString and webhook secret under a new master key (values
+    /// untouched); running processes sharing the key file pick the new key up by themselves.
     RotateParameterKey(server::RotateKeyArgs),
 }
 
@@ -153,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(command) => commands::audit::run(&make_context()?, command).await,
         Command::Doc(command) => commands::documents::run(&make_context()?, command).await,
         Command::Param(command) => commands::parameters::run(&make_context()?, command).await,
+        Command::Webhook(command) => webhook::run(&make_context()?, command).await,
     }
 }
 
@@ -309,6 +315,50 @@ mod tests {
         assert_eq!(names, ["ro", "rw"]);
         assert!(parse(&["roles", "create", "ops", "--policy", "no-equals"]).is_err());
         assert!(parse(&["roles", "put-policy", "ops", "ro"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn webhook_filters_and_switches_parse() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "webhook",
+            "create",
+            "https://h.example.com/x",
+            "--operation",
+            "Update",
+            "--operation",
+            "Delete",
+            "--name-prefix",
+            "/app/",
+            "--disabled",
+        ])?;
+        let Command::Webhook(WebhookCommand::Create {
+            url,
+            filters,
+            disabled,
+            ..
+        }) = cli.command
+        else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(url, "https://h.example.com/x");
+        assert_eq!(filters.operations, ["Update", "Delete"]);
+        assert_eq!(filters.name_prefixes, ["/app/"]);
+        assert!(disabled);
+        assert!(parse(&["webhook", "update", "id", "--enable", "--disable"]).is_err());
+        assert!(
+            parse(&[
+                "webhook",
+                "update",
+                "id",
+                "--clear-filters",
+                "--source",
+                "parameters"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["webhook", "deliveries", "id", "--max", "0"]).is_err());
+        assert!(parse(&["webhooks", "rotate-secret", "id"]).is_ok());
         Ok(())
     }
 

@@ -14,7 +14,12 @@ use bosun_auth::{KeyRing, TokenVerifier};
 use bosun_core::lifecycle::{Tasks, cancel_on_signals};
 use bosun_documents::DocumentServiceImpl;
 use bosun_gateway::{AuthConfig, Bootstrap, GatewayDeps, LocalServices};
-use bosun_parameters::{MasterKeyRing, ParameterServiceImpl, PolicyWorker, SystemClock};
+use bosun_notifications::{
+    DeliveryWorker, IntakeWorker, NotificationServiceImpl, NotificationsConfig,
+};
+use bosun_parameters::{
+    KeySource, MasterKeyRing, ParameterServiceImpl, PolicyWorker, ReadCache, SystemClock,
+};
 use bosun_queue::{MemoryQueue, Queue, QueueOptions, RedisQueue};
 use bosun_telemetry::{LogFormat, Metrics, TelemetryConfig};
 use figment::value::Value;
@@ -56,15 +61,29 @@ pub struct ServerConfig {
     /// gRPC service name → `http://host:port` of the process serving it.
     pub routes: BTreeMap<String, String>,
     pub parameters: ParametersConfig,
+    pub notifications: NotificationsConfig,
 }
 
 /// `[parameters]` in bosun.toml.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ParametersConfig {
     /// SecureString master keys (JSON, mode 0600), created on first start. Default:
     /// `<data_dir>/keys/parameters.json`. Every process serving parameters needs the same file.
     pub key_file: Option<PathBuf>,
+    /// Memory for the read cache of GetParameter / GetParameters, per process (0 turns it
+    /// off). With `redis_url` set, replicas keep their caches exact through Redis; without
+    /// it only `bosun server` caches (it is then the only process writing its store).
+    pub cache_max_bytes: usize,
+}
+
+impl Default for ParametersConfig {
+    fn default() -> Self {
+        ParametersConfig {
+            key_file: None,
+            cache_max_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -81,6 +100,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::default(),
             routes: BTreeMap::new(),
             parameters: ParametersConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -98,6 +118,7 @@ impl ServerConfig {
             .parse()
             .map_err(|error| anyhow::anyhow!("log_format: {error}"))?;
         self.auth.validate().map_err(anyhow::Error::msg)?;
+        self.notifications.validate().map_err(anyhow::Error::msg)?;
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -171,6 +192,8 @@ pub enum ServiceName {
     Documents,
     /// bosun.parameters.v1.ParameterService.
     Parameters,
+    /// bosun.notifications.v1.NotificationService with its intake and delivery workers.
+    Notifications,
 }
 
 /// Flags of `bosun serve <service>`.
@@ -340,17 +363,24 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_documents::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
+    bosun_store::migrate::<bosun_notifications::Migrator>(&db).await?;
     let audit = AuditLog::new(db.clone());
-    let parameters = parameter_service(&process, &db, &audit, &queue)?;
+    let keys = parameter_keys(&process)?;
+    let notifications = notification_service(&process, &db, &audit, &queue, keys.clone())?;
+    // On its embedded store the all-in-one server is the only writer there is.
+    let only_writer = process.config.database_url.is_none();
+    let parameters = parameter_service(&process, &db, &audit, &queue, keys, only_writer).await?;
     let local = LocalServices {
         routes: Routes::default()
             .add_service(AuditServiceImpl::new(db.clone()).into_server())
             .add_service(DocumentServiceImpl::new(db.clone(), audit.clone()).into_server())
-            .add_service(parameters.into_server()),
+            .add_service(parameters.into_server())
+            .add_service(notifications.into_server()),
         names: vec![
             AUDIT_SERVICE,
             bosun_documents::SERVICE_NAME,
             bosun_parameters::SERVICE_NAME,
+            bosun_notifications::SERVICE_NAME,
         ],
     };
     let router = gateway_router(&process, db, audit, local).await?;
@@ -396,33 +426,60 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
             bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
             let audit = AuditLog::new(db.clone());
-            let routes = Routes::default()
-                .add_service(parameter_service(&process, &db, &audit, &queue)?.into_server());
+            let routes = Routes::default().add_service(
+                parameter_service(
+                    &process,
+                    &db,
+                    &audit,
+                    &queue,
+                    parameter_keys(&process)?,
+                    false,
+                )
+                .await?
+                .into_server(),
+            );
             run_standalone(process, routes, bosun_parameters::SERVICE_NAME).await
+        }
+        ServiceName::Notifications => {
+            let process = Process::start(&args.common, "bosun-notifications")?;
+            let db = process.open_store().await?;
+            let queue = process.open_queue().await?;
+            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_notifications::Migrator>(&db).await?;
+            let audit = AuditLog::new(db.clone());
+            let keys = parameter_keys(&process)?;
+            let routes = Routes::default().add_service(
+                notification_service(&process, &db, &audit, &queue, keys)?.into_server(),
+            );
+            run_standalone(process, routes, bosun_notifications::SERVICE_NAME).await
         }
     }
 }
 
 /// The ParameterService with its change events, and its policy worker started as a critical
 /// task (it deletes expired parameters and sends policy notifications).
-fn parameter_service(
+async fn parameter_service(
     process: &Process,
     db: &DatabaseConnection,
     audit: &AuditLog,
     queue: &Arc<dyn Queue>,
+    keys: Arc<KeySource>,
+    only_writer: bool,
 ) -> anyhow::Result<ParameterServiceImpl> {
-    let keys = Arc::new(MasterKeyRing::load_or_create(
-        &process.config.parameters_key_file(),
-    )?);
-    let worker = PolicyWorker::new(
+    let mut worker = PolicyWorker::new(
         db.clone(),
         audit.clone(),
         Some(queue.clone()),
         Arc::new(SystemClock),
     );
-    let service = ParameterServiceImpl::new(db.clone(), audit.clone(), keys)
+    let mut service = ParameterServiceImpl::new(db.clone(), audit.clone(), keys.current())
+        .with_key_source(keys)
         .with_events(queue.clone())
         .with_policy_wake(worker.wake_handle());
+    if let Some(cache) = parameter_cache(&process.config, only_writer).await? {
+        worker = worker.with_cache(cache.clone());
+        service = service.with_cache(cache);
+    }
     let shutdown = process.shutdown.clone();
     process
         .tasks
@@ -430,7 +487,84 @@ fn parameter_service(
             worker.run(shutdown).await;
             Ok(())
         });
+    // Publishes change events a queue outage or a crash left in the outbox.
+    let relay = service.event_relay();
+    let shutdown = process.shutdown.clone();
+    process
+        .tasks
+        .spawn_critical("parameter-events", async move {
+            relay.run_relay(EVENT_RELAY_EVERY, shutdown).await;
+            Ok(())
+        });
     Ok(service)
+}
+
+/// How often the parameter change event relay looks for events left unpublished.
+const EVENT_RELAY_EVERY: Duration = Duration::from_secs(1);
+
+/// The Parameter Store master key ring (`parameters.key_file`), created on first start and
+/// re-read when the file changes (a rotation). The notifications service seals webhook
+/// secrets with the same ring.
+fn parameter_keys(process: &Process) -> anyhow::Result<Arc<KeySource>> {
+    Ok(Arc::new(KeySource::from_file(
+        &process.config.parameters_key_file(),
+    )?))
+}
+
+/// The NotificationService, with its intake worker (change events of `queue` → deliveries)
+/// and delivery worker (signed POSTs with retries) started as critical tasks. `keys` is the
+/// Parameter Store ring, which seals the webhooks' signing secrets.
+fn notification_service(
+    process: &Process,
+    db: &DatabaseConnection,
+    audit: &AuditLog,
+    queue: &Arc<dyn Queue>,
+    keys: Arc<KeySource>,
+) -> anyhow::Result<NotificationServiceImpl> {
+    let config = process.config.notifications.clone();
+    let delivery = DeliveryWorker::new(db.clone(), keys.current(), config.clone())?
+        .with_key_source(keys.clone());
+    let intake =
+        IntakeWorker::new(db.clone(), queue.clone(), config).with_wake(delivery.wake_handle());
+    let shutdown = process.shutdown.clone();
+    process
+        .tasks
+        .spawn_critical("notification-intake", intake.run(shutdown.clone()));
+    process
+        .tasks
+        .spawn_critical("notification-delivery", delivery.run(shutdown));
+    Ok(
+        NotificationServiceImpl::new(db.clone(), audit.clone(), keys.current())
+            .with_key_source(keys),
+    )
+}
+
+/// The parameter read cache `config` asks for: kept exact through Redis when there is one;
+/// in-process only when this process is the only one writing parameters (`only_writer`: the
+/// all-in-one server on its embedded store).
+async fn parameter_cache(
+    config: &ServerConfig,
+    only_writer: bool,
+) -> anyhow::Result<Option<ReadCache>> {
+    let max_bytes = config.parameters.cache_max_bytes;
+    if max_bytes == 0 {
+        return Ok(None);
+    }
+    match &config.redis_url {
+        Some(url) => Ok(Some(
+            ReadCache::redis(url, "bosun:", max_bytes)
+                .await
+                .map_err(|error| anyhow::anyhow!("parameters read cache: {error}"))?,
+        )),
+        None if only_writer => Ok(Some(ReadCache::local(max_bytes))),
+        None => {
+            tracing::info!(
+                "parameters read cache off: without redis_url other replicas could not tell \
+                 this one of their writes"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// Serves `routes` on their own, verifying the gateway's internal tokens with the public keys
@@ -467,8 +601,9 @@ pub struct RotateKeyArgs {
 }
 
 /// Adds `new_key_id` to the SecureString key ring (as its default), then re-wraps every
-/// stored data key under it. Old keys stay in the ring, so processes still running with the
-/// old file keep working until they are restarted; a crashed run is simply run again.
+/// stored data key under it, webhook signing secrets included. Old keys stay in the ring.
+/// Running processes that share the key file re-read it (new writes move to the new key
+/// within seconds, re-wrapped values keep decrypting); a crashed run is simply run again.
 pub async fn run_rotate_parameter_key(args: RotateKeyArgs) -> anyhow::Result<()> {
     let config = load_config(&args.common, &bosun_core::config::process_env())?;
     config.validate()?;
@@ -483,11 +618,20 @@ pub async fn run_rotate_parameter_key(args: RotateKeyArgs) -> anyhow::Result<()>
     bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
     let report = bosun_parameters::rotate_master_key(&db, &ring, &args.new_key_id).await?;
     println!(
-        "re-wrapped {} SecureString versions under {} ({} were already); restart every process serving parameters so it loads {}",
+        "re-wrapped {} SecureString versions under {} ({} were already); processes using {} pick the new key up by themselves",
         report.rewrapped,
         args.new_key_id,
         report.already_current,
         path.display()
+    );
+    // Webhook signing secrets are sealed with the same ring: move them too, so the old key
+    // can leave the ring some day without breaking a webhook.
+    bosun_store::migrate::<bosun_notifications::Migrator>(&db).await?;
+    let webhooks =
+        bosun_notifications::rewrap_webhook_secrets(&db, &ring, &args.new_key_id).await?;
+    println!(
+        "re-wrapped {} webhook signing secrets under {} ({} were already)",
+        webhooks.rewrapped, args.new_key_id, webhooks.already_current
     );
     Ok(())
 }
@@ -673,6 +817,7 @@ mod example_config {
                 assert!(config.database_url.is_some() && config.redis_url.is_some());
                 assert!(config.admin_password.is_some() && config.auth.key_file.is_some());
                 assert!(config.parameters.key_file.is_some());
+                assert_eq!(config.notifications, NotificationsConfig::default());
                 assert_eq!(config.routes.len(), 1);
             }
         }

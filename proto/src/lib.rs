@@ -36,3 +36,9 @@ pub mod parameters {
         tonic::include_proto!("bosun.parameters.v1");
     }
 }
+
+pub mod notifications {
+    pub mod v1 {
+        tonic::include_proto!("bosun.notifications.v1");
+    }
+}

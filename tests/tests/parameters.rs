@@ -1,6 +1,7 @@
 //! Parameter Store end to end through the gateway: values and SecureStrings written and read
-//! by the CLI and by gRPC, the master key surviving a restart, and the service running alone
-//! behind the gateway's proxy.
+//! by the CLI and by gRPC, the master key surviving a restart and rotating under a running
+//! server, the service running alone behind the gateway's proxy, and two servers on one
+//! store whose read caches never serve a value older than the other's acknowledged write.
 
 use std::time::Duration;
 
@@ -259,16 +260,17 @@ async fn expiration_deletes_on_time_and_events_reach_redis() -> anyhow::Result<(
     Ok(())
 }
 
-/// `bosun rotate-parameter-key` re-wraps stored SecureStrings under a new master key; after a
-/// restart the values read the same and report the new key.
+/// `bosun rotate-parameter-key` re-wraps stored SecureStrings under a new master key while the
+/// server runs: the running server still decrypts and writes, and after a restart the values
+/// read the same and report the new key.
 #[tokio::test]
 async fn rotating_the_master_key_keeps_every_value() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let mut server = Process::start(Launch::new(&["server"], data.path())).await?;
     let token = server.admin_token().await?;
     secure_round_trip(&server, &token).await?;
-    server.terminate(Duration::from_secs(15)).await?;
 
+    // Rotated while the server runs: it picks the new key up from the file by itself.
     let data_dir = data.path().display().to_string();
     let home = tempfile::tempdir()?;
     let home_dir = home.path().display().to_string();
@@ -291,6 +293,42 @@ async fn rotating_the_master_key_keeps_every_value() -> anyhow::Result<()> {
             && stdout.contains("(1 were already)"),
         "{stdout}"
     );
+    let read_secret = |client: &mut ParameterServiceClient<tonic::transport::Channel>| {
+        let mut client = client.clone();
+        let token = token.clone();
+        async move {
+            anyhow::Ok(
+                client
+                    .get_parameter(authed(
+                        GetParameterRequest {
+                            name: "/app/prod/db/password".into(),
+                            with_decryption: true,
+                        },
+                        &token,
+                    ))
+                    .await?
+                    .into_inner()
+                    .parameter
+                    .unwrap_or_default()
+                    .value,
+            )
+        }
+    };
+    let mut running = parameters(&server).await?;
+    assert_eq!(read_secret(&mut running).await?, "s3cret-value");
+    let put = running
+        .put_parameter(authed(
+            PutParameterRequest {
+                name: "/app/prod/new-secret".into(),
+                value: "fresh".into(),
+                r#type: ParameterType::SecureString as i32,
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await;
+    assert!(put.is_ok(), "{put:?}");
+    server.terminate(Duration::from_secs(15)).await?;
 
     let again = Process::start(Launch::new(&["server"], data.path())).await?;
     let mut client = parameters(&again).await?;
@@ -318,5 +356,61 @@ async fn rotating_the_master_key_keeps_every_value() -> anyhow::Result<()> {
             .any(|p| p.name == "/app/prod/db/password" && p.key_id == "alias/bosun/next"),
         "{described:?}"
     );
+    Ok(())
+}
+
+/// Two all-in-one servers on one PostgreSQL store and one Redis: whichever takes a write, the
+/// other's next read returns it, although both serve repeat reads from their caches.
+#[tokio::test]
+async fn two_servers_never_serve_a_value_older_than_the_others_acknowledged_write()
+-> anyhow::Result<()> {
+    let redis_url =
+        std::env::var("BOSUN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let store = Store::postgres().await;
+    let data = tempfile::tempdir()?;
+    let launch = || {
+        Launch::new(&["server"], data.path())
+            .store(&store)
+            .env("BOSUN_REDIS_URL", &redis_url)
+    };
+    let first = Process::start(launch()).await?;
+    // Same data directory: the same token keys and parameters master key.
+    let second = Process::start(launch()).await?;
+    let token = first.admin_token().await?;
+    let mut clients = [parameters(&first).await?, parameters(&second).await?];
+    let name = format!("/replicas/{}", uuid::Uuid::new_v4().simple());
+    for round in 0..20usize {
+        let value = format!("value-{round}");
+        let (writer, reader) = (round % 2, (round + 1) % 2);
+        clients[writer]
+            .put_parameter(authed(
+                PutParameterRequest {
+                    name: name.clone(),
+                    value: value.clone(),
+                    r#type: ParameterType::String as i32,
+                    overwrite: true,
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await?;
+        // Twice on each: the second read is the cached one.
+        for client in [reader, writer, reader, writer] {
+            let read = clients[client]
+                .get_parameter(authed(
+                    GetParameterRequest {
+                        name: name.clone(),
+                        with_decryption: false,
+                    },
+                    &token,
+                ))
+                .await?
+                .into_inner()
+                .parameter
+                .unwrap_or_default();
+            assert_eq!(read.value, value, "round {round}, server {client}");
+            assert_eq!(read.version, round as i64 + 1);
+        }
+    }
     Ok(())
 }
