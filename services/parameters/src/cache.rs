@@ -20,9 +20,9 @@
 //! equals an old one.
 //!
 //! Token fetches are batched: one Redis round trip (`SET key token NX GET` per name, which
-//! returns the current token or installs a new one) serves every read that arrived while the
-//! previous round trip was in flight, so thousands of reads per second cost a few hundred
-//! round trips. When Redis cannot be reached, reads bypass the cache and go to the store;
+//! returns the current token or installs a new one) serves every read that queued while the
+//! previous round trips were in flight (a few at once), so tens of thousands of reads per
+//! second cost a few thousand round trips. When Redis cannot be reached, reads bypass the cache and go to the store;
 //! when a write cannot replace its tokens it reports `Unavailable` (the change is committed,
 //! but not yet visible everywhere) and keeps retrying in the background.
 //!
@@ -47,6 +47,8 @@ pub(crate) type Token = u128;
 const SHARDS: usize = 16;
 /// Longest a read waits for its tokens before going to the store instead.
 const FETCH_TIMEOUT: Duration = Duration::from_millis(500);
+/// Token fetch round trips in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 /// Names fetched in one Redis round trip at most; more wait for the next one.
 const MAX_BATCH_NAMES: usize = 2048;
 /// Tokens expire in Redis after a day untouched (a new token is then drawn: one miss).
@@ -436,90 +438,107 @@ async fn replace_tokens(
     }
 }
 
-/// Serves fetch requests in batches: whatever queued while the previous round trip was in
-/// flight goes out in the next one, so each request is answered by a read issued after it.
+/// Serves fetch requests in batches: whatever queued since the last batch left goes out in
+/// the next one, so each request is answered by a read issued after it arrived. Up to
+/// [`BATCHES_IN_FLIGHT`] batches are in flight at once (pipelined on one connection), so a
+/// read waits for at most one round trip plus what is already queued, not for a full
+/// previous round trip.
 async fn fetch_loop(
-    mut connection: ConnectionManager,
+    connection: ConnectionManager,
     prefix: String,
     mut receiver: mpsc::UnboundedReceiver<FetchRequest>,
     counters: Arc<Counters>,
 ) {
-    while let Some(first) = receiver.recv().await {
-        let mut batch = vec![first];
-        let mut names = batch[0].names.len();
-        while names < MAX_BATCH_NAMES {
-            match receiver.try_recv() {
-                Ok(request) => {
-                    names += request.names.len();
-                    batch.push(request);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            first = receiver.recv(), if in_flight.len() < BATCHES_IN_FLIGHT => {
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                let mut names = batch[0].names.len();
+                while names < MAX_BATCH_NAMES {
+                    match receiver.try_recv() {
+                        Ok(request) => {
+                            names += request.names.len();
+                            batch.push(request);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                counters.fetches.fetch_add(1, Ordering::Relaxed);
+                in_flight.push(fetch_batch(connection.clone(), &prefix, batch));
             }
+            Some(()) = futures::StreamExt::next(&mut in_flight), if !in_flight.is_empty() => {}
         }
-        // Each request's names as positions in one list of unique names.
-        let mut unique: Vec<String> = Vec::new();
-        let positions: Vec<Vec<usize>> = {
-            let mut index: HashMap<&str, usize> = HashMap::new();
-            batch
-                .iter()
-                .map(|request| {
-                    request
-                        .names
-                        .iter()
-                        .map(|name| {
-                            *index.entry(name.as_str()).or_insert_with(|| {
-                                unique.push(name.clone());
-                                unique.len() - 1
-                            })
+    }
+    while futures::StreamExt::next(&mut in_flight).await.is_some() {}
+}
+
+/// One round trip for `batch`: the current token of each name (installing a fresh one where
+/// there is none), answered to each request in its own order.
+async fn fetch_batch(mut connection: ConnectionManager, prefix: &str, batch: Vec<FetchRequest>) {
+    // Each request's names as positions in one list of unique names.
+    let mut unique: Vec<String> = Vec::new();
+    let positions: Vec<Vec<usize>> = {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        batch
+            .iter()
+            .map(|request| {
+                request
+                    .names
+                    .iter()
+                    .map(|name| {
+                        *index.entry(name.as_str()).or_insert_with(|| {
+                            unique.push(name.clone());
+                            unique.len() - 1
                         })
-                        .collect()
-                })
-                .collect()
-        };
-        let offered: Vec<Token> = unique.iter().map(|_| fresh_token()).collect();
-        let mut pipe = redis::pipe();
-        for (name, token) in unique.iter().zip(&offered) {
-            pipe.cmd("SET")
-                .arg(format!("{prefix}{name}"))
-                .arg(format!("{token:032x}"))
-                .arg("NX")
-                .arg("GET")
-                .arg("EX")
-                .arg(TOKEN_TTL_SECONDS);
-        }
-        counters.fetches.fetch_add(1, Ordering::Relaxed);
-        let answer: Option<Vec<Option<Token>>> = match tokio::time::timeout(
-            FETCH_TIMEOUT,
-            pipe.query_async::<Vec<Option<String>>>(&mut connection),
-        )
-        .await
-        {
-            Ok(Ok(current)) if current.len() == unique.len() => Some(
-                current
-                    .iter()
-                    .zip(&offered)
-                    .map(|(current, offered)| match current {
-                        // NX installed our token.
-                        None => Some(*offered),
-                        Some(text) => Token::from_str_radix(text, 16).ok(),
                     })
-                    .collect(),
-            ),
-            Ok(Ok(_)) => None,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "parameter cache: token fetch failed; reading the store");
-                None
-            }
-            Err(_) => None,
-        };
-        for (request, positions) in batch.into_iter().zip(positions) {
-            let tokens = answer.as_ref().and_then(|tokens| {
-                positions
-                    .iter()
-                    .map(|position| tokens[*position])
-                    .collect::<Option<Vec<Token>>>()
-            });
-            let _ = request.reply.send(tokens);
+                    .collect()
+            })
+            .collect()
+    };
+    let offered: Vec<Token> = unique.iter().map(|_| fresh_token()).collect();
+    let mut pipe = redis::pipe();
+    for (name, token) in unique.iter().zip(&offered) {
+        pipe.cmd("SET")
+            .arg(format!("{prefix}{name}"))
+            .arg(format!("{token:032x}"))
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(TOKEN_TTL_SECONDS);
+    }
+    let answer: Option<Vec<Option<Token>>> = match tokio::time::timeout(
+        FETCH_TIMEOUT,
+        pipe.query_async::<Vec<Option<String>>>(&mut connection),
+    )
+    .await
+    {
+        Ok(Ok(current)) if current.len() == unique.len() => Some(
+            current
+                .iter()
+                .zip(&offered)
+                .map(|(current, offered)| match current {
+                    // NX installed our token.
+                    None => Some(*offered),
+                    Some(text) => Token::from_str_radix(text, 16).ok(),
+                })
+                .collect(),
+        ),
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "parameter cache: token fetch failed; reading the store");
+            None
         }
+        Err(_) => None,
+    };
+    for (request, positions) in batch.into_iter().zip(positions) {
+        let tokens = answer.as_ref().and_then(|tokens| {
+            positions
+                .iter()
+                .map(|position| tokens[*position])
+                .collect::<Option<Vec<Token>>>()
+        });
+        let _ = request.reply.send(tokens);
     }
 }
