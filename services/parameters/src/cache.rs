@@ -11,6 +11,9 @@
 //! - A read first fetches the tokens of the names it needs — with a request *issued after
 //!   the read arrived* — and serves a cached version only when it was stored under the very
 //!   token fetched. On a miss it reads the store and caches what it read under that token.
+//!   A name without a token gets one only once the store says it exists (so reads of
+//!   made-up names leave nothing behind in Redis), and what is cached under the new token is
+//!   read again after the token was in place.
 //!
 //! Why this is exact: a cached version was read from the store after its token was fetched.
 //! If a write was acknowledged before our read arrived, its new token was in place before
@@ -19,10 +22,10 @@
 //! so losing them (Redis restart, eviction, expiry) only causes misses: a new token never
 //! equals an old one.
 //!
-//! Token fetches are batched: one Redis round trip (`SET key token NX GET` per name, which
-//! returns the current token or installs a new one) serves every read that queued while the
-//! previous round trips were in flight (a few at once), so tens of thousands of reads per
-//! second cost a few thousand round trips. When Redis cannot be reached, reads bypass the cache and go to the store;
+//! Token fetches are batched: one Redis round trip (`MGET`) serves every read that queued
+//! while the previous round trips were in flight (a few at once), so tens of thousands of
+//! reads per second cost a few thousand round trips. Installing a token is `SET key token NX
+//! GET`, which returns the token already there when another replica was first. When Redis cannot be reached, reads bypass the cache and go to the store;
 //! when a write cannot replace its tokens it reports `Unavailable` (the change is committed,
 //! but not yet visible everywhere) and keeps retrying in the background.
 //!
@@ -58,8 +61,9 @@ const BUMP_ATTEMPTS: u32 = 3;
 const BUMP_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Background retries of a failed token replacement: pause doubles up to this.
 const BACKGROUND_RETRY_MAX: Duration = Duration::from_secs(30);
-/// Local tokens kept at most; the map is dropped when it grows past this (only misses follow).
-const MAX_LOCAL_TOKENS: usize = 1 << 20;
+/// Local tokens kept at most (Advanced allows 100,000 parameters); the map is dropped when it
+/// grows past this (only misses follow).
+const MAX_LOCAL_TOKENS: usize = 1 << 17;
 /// Memory accounted per cached version besides its strings.
 const ENTRY_OVERHEAD: usize = 160;
 
@@ -193,21 +197,14 @@ impl ReadCache {
         &self.inner.shards[index]
     }
 
-    /// The current tokens of `names` (in order), fetched after this call began; `None` when
-    /// they cannot be had, and the caller must read the store without caching.
-    pub(crate) async fn tokens(&self, names: &[&str]) -> Option<Vec<Token>> {
+    /// The current tokens of `names` (in order; `None` for a name without one), fetched
+    /// after this call began; `None` when they cannot be had, and the caller must read the
+    /// store without caching.
+    pub(crate) async fn tokens(&self, names: &[&str]) -> Option<Vec<Option<Token>>> {
         let tokens = match &self.inner.tokens {
             Tokens::Local(map) => {
-                let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                Some(
-                    names
-                        .iter()
-                        .map(|name| match map.get(*name) {
-                            Some(token) => *token,
-                            None => *map.entry((*name).to_owned()).or_insert_with(fresh_token),
-                        })
-                        .collect(),
-                )
+                let map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                Some(names.iter().map(|name| map.get(*name).copied()).collect())
             }
             Tokens::Redis(redis) => redis.fetch(names).await,
         };
@@ -215,6 +212,25 @@ impl ReadCache {
             self.inner.counters.bypasses.fetch_add(1, Ordering::Relaxed);
         }
         tokens
+    }
+
+    /// A token for `name`, which the store just said exists: a fresh one, or the one another
+    /// reader or replica installed first. Cache only what is read from the store after this.
+    pub(crate) async fn install(&self, name: &str) -> Option<Token> {
+        let token = match &self.inner.tokens {
+            Tokens::Local(map) => {
+                let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if map.len() >= MAX_LOCAL_TOKENS {
+                    map.clear();
+                }
+                Some(*map.entry(name.to_owned()).or_insert_with(fresh_token))
+            }
+            Tokens::Redis(redis) => redis.install(name).await,
+        };
+        if token.is_none() {
+            self.inner.counters.bypasses.fetch_add(1, Ordering::Relaxed);
+        }
+        token
     }
 
     /// The version cached for `name` + `selector` under `token`, if any.
@@ -304,7 +320,7 @@ impl ReadCache {
         match &self.inner.tokens {
             Tokens::Local(map) => {
                 let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-                if map.len() > MAX_LOCAL_TOKENS {
+                if map.len() >= MAX_LOCAL_TOKENS {
                     map.clear();
                 }
                 for name in names {
@@ -330,7 +346,7 @@ impl ReadCache {
 
 struct FetchRequest {
     names: Vec<String>,
-    reply: oneshot::Sender<Option<Vec<Token>>>,
+    reply: oneshot::Sender<Option<Vec<Option<Token>>>>,
 }
 
 struct RedisTokens {
@@ -356,7 +372,7 @@ impl RedisTokens {
         }
     }
 
-    async fn fetch(&self, names: &[&str]) -> Option<Vec<Token>> {
+    async fn fetch(&self, names: &[&str]) -> Option<Vec<Option<Token>>> {
         let (reply, answer) = oneshot::channel();
         let request = FetchRequest {
             names: names.iter().map(|name| (*name).to_owned()).collect(),
@@ -367,6 +383,26 @@ impl RedisTokens {
             .await
             .ok()?
             .ok()?
+    }
+
+    async fn install(&self, name: &str) -> Option<Token> {
+        let offered = fresh_token();
+        let mut command = redis::cmd("SET");
+        command
+            .arg(format!("{}{name}", self.key_prefix))
+            .arg(format!("{offered:032x}"))
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(TOKEN_TTL_SECONDS);
+        let mut connection = self.connection.clone();
+        let install = command.query_async::<Option<String>>(&mut connection);
+        match tokio::time::timeout(FETCH_TIMEOUT, install).await {
+            // NX installed ours.
+            Ok(Ok(None)) => Some(offered),
+            Ok(Ok(Some(current))) => parse_token(&current),
+            Ok(Err(_)) | Err(_) => None,
+        }
     }
 
     async fn bump(&self, names: &[String]) -> Result<(), ApiError> {
@@ -474,8 +510,8 @@ async fn fetch_loop(
     while futures::StreamExt::next(&mut in_flight).await.is_some() {}
 }
 
-/// One round trip for `batch`: the current token of each name (installing a fresh one where
-/// there is none), answered to each request in its own order.
+/// One round trip for `batch`: the current token of each name (or none), answered to each
+/// request in its own order.
 async fn fetch_batch(mut connection: ConnectionManager, prefix: &str, batch: Vec<FetchRequest>) {
     // Each request's names as positions in one list of unique names.
     let mut unique: Vec<String> = Vec::new();
@@ -497,34 +533,24 @@ async fn fetch_batch(mut connection: ConnectionManager, prefix: &str, batch: Vec
             })
             .collect()
     };
-    let offered: Vec<Token> = unique.iter().map(|_| fresh_token()).collect();
-    let mut pipe = redis::pipe();
-    for (name, token) in unique.iter().zip(&offered) {
-        pipe.cmd("SET")
-            .arg(format!("{prefix}{name}"))
-            .arg(format!("{token:032x}"))
-            .arg("NX")
-            .arg("GET")
-            .arg("EX")
-            .arg(TOKEN_TTL_SECONDS);
+    let mut mget = redis::cmd("MGET");
+    for name in &unique {
+        mget.arg(format!("{prefix}{name}"));
     }
     let answer: Option<Vec<Option<Token>>> = match tokio::time::timeout(
         FETCH_TIMEOUT,
-        pipe.query_async::<Vec<Option<String>>>(&mut connection),
+        mget.query_async::<Vec<Option<String>>>(&mut connection),
     )
     .await
     {
-        Ok(Ok(current)) if current.len() == unique.len() => Some(
-            current
-                .iter()
-                .zip(&offered)
-                .map(|(current, offered)| match current {
-                    // NX installed our token.
-                    None => Some(*offered),
-                    Some(text) => Token::from_str_radix(text, 16).ok(),
-                })
-                .collect(),
-        ),
+        Ok(Ok(current)) if current.len() == unique.len() => current
+            .iter()
+            .map(|current| match current {
+                None => Some(None),
+                // A malformed token (not ours) fails the whole answer: read the store.
+                Some(text) => parse_token(text).map(Some),
+            })
+            .collect(),
         Ok(Ok(_)) => None,
         Ok(Err(error)) => {
             tracing::debug!(%error, "parameter cache: token fetch failed; reading the store");
@@ -533,12 +559,13 @@ async fn fetch_batch(mut connection: ConnectionManager, prefix: &str, batch: Vec
         Err(_) => None,
     };
     for (request, positions) in batch.into_iter().zip(positions) {
-        let tokens = answer.as_ref().and_then(|tokens| {
-            positions
-                .iter()
-                .map(|position| tokens[*position])
-                .collect::<Option<Vec<Token>>>()
-        });
+        let tokens = answer
+            .as_ref()
+            .map(|tokens| positions.iter().map(|position| tokens[*position]).collect());
         let _ = request.reply.send(tokens);
     }
+}
+
+fn parse_token(text: &str) -> Option<Token> {
+    Token::from_str_radix(text, 16).ok()
 }

@@ -112,6 +112,13 @@ impl ParameterServiceImpl {
         }
     }
 
+    /// The version `selector` picks, from the store.
+    async fn read_store(&self, selector: &Selector) -> Result<Arc<VersionRecord>, ApiError> {
+        resolve(&self.db, "get", selector)
+            .await
+            .map(|(_, version)| Arc::new(version))
+    }
+
     /// The versions `selectors` pick, through the cache when there is one. Each result is
     /// on its own: a missing parameter does not fail the others.
     async fn read_versions(
@@ -121,11 +128,7 @@ impl ParameterServiceImpl {
         let mut results = Vec::with_capacity(selectors.len());
         let Some(cache) = &self.cache else {
             for selector in selectors {
-                results.push(
-                    resolve(&self.db, "get", selector)
-                        .await
-                        .map(|(_, v)| Arc::new(v)),
-                );
+                results.push(self.read_store(selector).await);
             }
             return results;
         };
@@ -134,17 +137,35 @@ impl ParameterServiceImpl {
         for (index, selector) in selectors.iter().enumerate() {
             let name = selector.name.as_str();
             let suffix = selector_suffix(&selector.version);
-            let token = tokens.as_ref().map(|tokens| tokens[index]);
-            if let Some(hit) = token.and_then(|token| cache.get(name, &suffix, token)) {
-                results.push(Ok(hit));
-                continue;
-            }
-            let read = resolve(&self.db, "get", selector)
-                .await
-                .map(|(_, v)| Arc::new(v));
-            if let (Ok(version), Some(token)) = (&read, token) {
-                cache.put(name, &suffix, token, Arc::clone(version));
-            }
+            let read = match tokens.as_ref().map(|tokens| tokens[index]) {
+                Some(Some(token)) => match cache.get(name, &suffix, token) {
+                    Some(hit) => Ok(hit),
+                    None => {
+                        let read = self.read_store(selector).await;
+                        if let Ok(version) = &read {
+                            cache.put(name, &suffix, token, Arc::clone(version));
+                        }
+                        read
+                    }
+                },
+                // No token yet: one only for a parameter that exists, and what is cached
+                // under it is read after it was in place.
+                Some(None) => {
+                    let read = self.read_store(selector).await;
+                    if read.is_err() {
+                        read
+                    } else if let Some(token) = cache.install(name).await {
+                        let again = self.read_store(selector).await;
+                        if let Ok(version) = &again {
+                            cache.put(name, &suffix, token, Arc::clone(version));
+                        }
+                        again
+                    } else {
+                        read
+                    }
+                }
+                None => self.read_store(selector).await,
+            };
             results.push(read);
         }
         results

@@ -427,3 +427,37 @@ async fn a_small_cache_evicts_and_still_answers_correctly() {
         "a 16 KiB cache cannot hold 90 KB: {stats:?}"
     );
 }
+
+#[tokio::test]
+async fn reads_of_names_that_do_not_exist_leave_nothing_in_redis() {
+    let test_db = bosun_store::testing::sqlite().await;
+    migrated(&test_db).await;
+    let prefix = prefix();
+    let replica = Replica::new(&test_db, &keys(), redis_cache(REDIS_URL, &prefix).await).await;
+    for index in 0..20 {
+        let missing = replica
+            .get(&format!("/made/up/{index}"))
+            .await
+            .expect_err("missing");
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+    }
+    let mut connection = redis_connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .expect("list keys");
+    assert!(keys.is_empty(), "{keys:?}");
+
+    // A parameter that exists gets its token on first read and is cached from then on.
+    replica.put("/app/real", "value").await.expect("put");
+    forget_tokens(&prefix).await;
+    assert_eq!(replica.get("/app/real").await.expect("first read"), "value");
+    let before = replica.cache.stats();
+    assert_eq!(
+        replica.get("/app/real").await.expect("second read"),
+        "value"
+    );
+    assert_eq!(replica.cache.stats().hits - before.hits, 1);
+    forget_tokens(&prefix).await;
+}
