@@ -5,98 +5,47 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bosun_auth::{
-    DEFAULT_ISSUER, INTERNAL_AUDIENCE, PolicyDocument, Principal, SigningKey, TokenIssuer,
-    TokenVerifier, VerifyLayer,
-};
 use bosun_parameters::{
     DEFAULT_KEY_ID, Envelope, MasterKeyRing, RotationReport, rotate_master_key,
 };
 use bosun_proto::parameters::v1 as pb;
 use bosun_proto::parameters::v1::parameter_service_client::ParameterServiceClient;
 use bosun_store::testing::TestDatabase;
+use bosun_testkit::{ALLOW_ALL, Caller, TestServer};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use secrecy::ExposeSecret;
+use tonic::service::Routes;
 use tonic::transport::Channel;
 
 const OTHER_KEY: &str = "alias/other";
 const NEW_KEY: &str = "alias/rotated";
 const ADMIN: &str = "user/admin";
-const ADMIN_POLICY: &str = r#"{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}"#;
 
 /// A ParameterService over `db` with `ring`, behind token verification on a loopback port.
 struct Server {
-    issuer: TokenIssuer,
-    channel: Channel,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: TestServer,
 }
 
 impl Server {
     async fn start(db: &DatabaseConnection, ring: MasterKeyRing) -> Server {
-        let key = SigningKey::generate().expect("key");
-        let verifier =
-            TokenVerifier::new(&[key.verifying_key()], DEFAULT_ISSUER).expect("verifier");
-        let layer = VerifyLayer::new(Arc::new(verifier), INTERNAL_AUDIENCE);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let address = listener.local_addr().expect("bound address");
         let service = bosun_parameters::ParameterServiceImpl::new(
             db.clone(),
             bosun_audit::AuditLog::new(db.clone()),
             Arc::new(ring),
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .layer(layer)
-            .add_service(service.into_server())
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            );
-        tokio::spawn(async move {
-            server.await.expect("the server runs until stopped");
-        });
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the test server");
         Server {
-            issuer: TokenIssuer::new(key, DEFAULT_ISSUER),
-            channel,
-            stop: Some(stop),
+            server: TestServer::start(Routes::new(service.into_server())).await,
         }
     }
 
     fn req<T>(&self, body: T) -> tonic::Request<T> {
-        let policies = vec![PolicyDocument::parse(ADMIN_POLICY).expect("policy parses")];
-        let principal = Principal::parse(ADMIN).expect("principal");
-        let (token, _) = self
-            .issuer
-            .issue(
-                &principal,
-                INTERNAL_AUDIENCE,
-                "session-1",
-                vec![],
-                policies,
-                Duration::from_secs(60),
-            )
-            .expect("issue a token");
-        let mut request = tonic::Request::new(body);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header value"),
-        );
-        request
+        self.server
+            .request(&Caller::new(ADMIN).policy(ALLOW_ALL), body)
     }
 
     fn client(&self) -> ParameterServiceClient<Channel> {
-        ParameterServiceClient::new(self.channel.clone())
+        ParameterServiceClient::new(self.server.channel())
     }
 
     async fn put(&self, name: &str, value: &str, secure: bool, key_id: &str, overwrite: bool) {
@@ -158,9 +107,7 @@ impl Server {
     }
 
     fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.server.stop();
     }
 }
 

@@ -3,18 +3,16 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use bosun_auth::{
-    DEFAULT_ISSUER, INTERNAL_AUDIENCE, PolicyDocument, Principal, SigningKey, TokenIssuer,
-    TokenVerifier, VerifyLayer,
-};
 use bosun_proto::audit::v1 as audit_pb;
 use bosun_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bosun_proto::documents::v1 as pb;
 use bosun_proto::documents::v1::document_service_client::DocumentServiceClient;
 use bosun_store::testing::TestDatabase;
+use bosun_testkit::{ALLOW_ALL, Caller, TestServer};
+// Not every test binary uses both.
+#[allow(unused_imports)]
+pub use bosun_testkit::{assert_error, violated_fields};
+use tonic::service::Routes;
 use tonic::transport::Channel;
 
 pub const ALICE: &str = "user/alice";
@@ -28,7 +26,6 @@ const USER_POLICY: &str = r#"{"Statement": [
     {"Effect": "Allow", "Action": "documents:*", "Resource": "*"},
     {"Effect": "Deny", "Action": "documents:AdministerDocuments", "Resource": "*"}
 ]}"#;
-const ADMIN_POLICY: &str = r#"{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}"#;
 
 pub const COMMAND_JSON: &str = r#"{
   "schemaVersion": "2.2",
@@ -60,11 +57,20 @@ mainSteps:
         - echo hello
 ";
 
+/// `who` as the tests know it: ADMIN may do everything (role `admin`), NOBODY nothing, BOB
+/// is a user with the role `ops`, anyone else a plain user.
+pub fn caller(who: &str) -> Caller {
+    match who {
+        ADMIN => Caller::new(who).role("admin").policy(ALLOW_ALL),
+        NOBODY => Caller::new(who),
+        BOB => Caller::new(who).policy(USER_POLICY).role("ops"),
+        _ => Caller::new(who).policy(USER_POLICY),
+    }
+}
+
 pub struct Harness {
     pub test_db: TestDatabase,
-    issuer: TokenIssuer,
-    channel: Channel,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: TestServer,
 }
 
 impl Harness {
@@ -75,84 +81,29 @@ impl Harness {
         bosun_store::migrate::<bosun_documents::Migrator>(&test_db.db)
             .await
             .expect("documents migrations apply");
-        let key = SigningKey::generate().expect("key");
-        let verifier =
-            TokenVerifier::new(&[key.verifying_key()], DEFAULT_ISSUER).expect("verifier");
-        let layer = VerifyLayer::new(Arc::new(verifier), INTERNAL_AUDIENCE);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let address = listener.local_addr().expect("bound address");
         let documents = bosun_documents::DocumentServiceImpl::new(
             test_db.db.clone(),
             bosun_audit::AuditLog::new(test_db.db.clone()),
         );
         let audit = bosun_audit::AuditServiceImpl::new(test_db.db.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .layer(layer)
-            .add_service(documents.into_server())
-            .add_service(audit.into_server())
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            );
-        tokio::spawn(async move {
-            server.await.expect("the server runs until stopped");
-        });
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the test server");
-        Harness {
-            test_db,
-            issuer: TokenIssuer::new(key, DEFAULT_ISSUER),
-            channel,
-            stop: Some(stop),
-        }
+        let server = TestServer::start(
+            Routes::new(documents.into_server()).add_service(audit.into_server()),
+        )
+        .await;
+        Harness { test_db, server }
     }
 
     pub fn docs(&self) -> DocumentServiceClient<Channel> {
-        DocumentServiceClient::new(self.channel.clone())
+        DocumentServiceClient::new(self.server.channel())
     }
 
     pub fn audit(&self) -> AuditServiceClient<Channel> {
-        AuditServiceClient::new(self.channel.clone())
+        AuditServiceClient::new(self.server.channel())
     }
 
     /// A request from `who` with an internal token carrying its policies and roles.
     pub fn req<T>(&self, who: &str, body: T) -> tonic::Request<T> {
-        let (policies, roles) = match who {
-            ADMIN => (vec![ADMIN_POLICY], vec!["admin".to_owned()]),
-            NOBODY => (vec![], vec![]),
-            BOB => (vec![USER_POLICY], vec!["ops".to_owned()]),
-            _ => (vec![USER_POLICY], vec![]),
-        };
-        let policies = policies
-            .into_iter()
-            .map(|text| PolicyDocument::parse(text).expect("policy parses"))
-            .collect();
-        let principal = Principal::parse(who).expect("principal");
-        let (token, _) = self
-            .issuer
-            .issue(
-                &principal,
-                INTERNAL_AUDIENCE,
-                "session-1",
-                roles,
-                policies,
-                Duration::from_secs(60),
-            )
-            .expect("issue a token");
-        let mut request = tonic::Request::new(body);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header value"),
-        );
-        request
+        self.server.request(&caller(who), body)
     }
 
     pub async fn create(
@@ -316,36 +267,9 @@ impl Harness {
     }
 
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.server.stop();
         self.test_db.cleanup().await;
     }
-}
-
-/// Asserts a failure's gRPC code and SSM error name; returns the status for more checks.
-#[track_caller]
-pub fn assert_error<T: std::fmt::Debug>(
-    result: Result<T, tonic::Status>,
-    code: tonic::Code,
-    reason: &str,
-) -> tonic::Status {
-    let status = result.expect_err("the call fails");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert_eq!(
-        bosun_core::error::status_reason(&status).as_deref(),
-        Some(reason),
-        "{status:?}"
-    );
-    status
-}
-
-/// The fields the status names as violated.
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    bosun_core::error::status_violations(status)
-        .into_iter()
-        .map(|violation| violation.field)
-        .collect()
 }
 
 pub fn filter(key: &str, values: &[&str]) -> pb::DocumentKeyValuesFilter {

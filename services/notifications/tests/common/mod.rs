@@ -7,10 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_auth::{
-    DEFAULT_ISSUER, INTERNAL_AUDIENCE, PolicyDocument, Principal, SigningKey, TokenIssuer,
-    TokenVerifier, VerifyLayer,
-};
 use bosun_notifications::{
     CONSUMER_GROUP, DeliveryWorker, IntakeWorker, NotificationServiceImpl, NotificationsConfig,
 };
@@ -22,8 +18,13 @@ use bosun_proto::notifications::v1 as pb;
 use bosun_proto::notifications::v1::notification_service_client::NotificationServiceClient;
 use bosun_queue::{MemoryQueue, Queue, QueueOptions};
 use bosun_store::testing::TestDatabase;
+use bosun_testkit::{ALLOW_ALL, Caller, TestServer};
+// Not every test binary uses both.
+#[allow(unused_imports)]
+pub use bosun_testkit::{assert_error, violated_fields};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::transport::Channel;
 
 pub const ADMIN: &str = "user/admin";
@@ -31,7 +32,6 @@ pub const NOBODY: &str = "user/nobody";
 /// May only read webhooks.
 pub const READER: &str = "user/reader";
 
-const ADMIN_POLICY: &str = r#"{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}"#;
 const READER_POLICY: &str = r#"{"Statement": {"Effect": "Allow", "Action": ["notifications:GetWebhook", "notifications:ListWebhooks"], "Resource": "*"}}"#;
 
 /// Milliseconds everywhere, so retries happen within a test.
@@ -45,6 +45,16 @@ pub fn fast_config() -> NotificationsConfig {
     }
 }
 
+/// `who` with the policies its constant describes; anyone else has none.
+pub fn caller(who: &str) -> Caller {
+    let caller = Caller::new(who);
+    match who {
+        ADMIN => caller.policy(ALLOW_ALL),
+        READER => caller.policy(READER_POLICY),
+        _ => caller,
+    }
+}
+
 pub struct Harness {
     pub test_db: TestDatabase,
     pub queue: Arc<dyn Queue>,
@@ -53,9 +63,7 @@ pub struct Harness {
     /// a key file.
     pub key_source: Arc<KeySource>,
     pub config: NotificationsConfig,
-    issuer: TokenIssuer,
-    channel: Channel,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: TestServer,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -93,14 +101,6 @@ impl Harness {
             .await
             .expect("notifications migrations apply");
         let keys = key_source.current();
-        let key = SigningKey::generate().expect("key");
-        let verifier =
-            TokenVerifier::new(&[key.verifying_key()], DEFAULT_ISSUER).expect("verifier");
-        let layer = VerifyLayer::new(Arc::new(verifier), INTERNAL_AUDIENCE);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let address = listener.local_addr().expect("bound address");
         let service = NotificationServiceImpl::new(
             test_db.db.clone(),
             bosun_audit::AuditLog::new(test_db.db.clone()),
@@ -108,25 +108,9 @@ impl Harness {
         )
         .with_key_source(Arc::clone(&key_source));
         let audit = bosun_audit::AuditServiceImpl::new(test_db.db.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .layer(layer)
-            .add_service(service.into_server())
-            .add_service(audit.into_server())
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            );
-        tokio::spawn(async move {
-            server.await.expect("the server runs until stopped");
-        });
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the test server");
+        let server =
+            TestServer::start(Routes::new(service.into_server()).add_service(audit.into_server()))
+                .await;
         queue
             .ensure_group(EVENTS_STREAM, CONSUMER_GROUP)
             .await
@@ -137,51 +121,23 @@ impl Harness {
             keys,
             key_source,
             config,
-            issuer: TokenIssuer::new(key, DEFAULT_ISSUER),
-            channel,
-            stop: Some(stop),
+            server,
             shutdown: CancellationToken::new(),
             tasks: Vec::new(),
         }
     }
 
     pub fn client(&self) -> NotificationServiceClient<Channel> {
-        NotificationServiceClient::new(self.channel.clone())
+        NotificationServiceClient::new(self.server.channel())
     }
 
     pub fn audit(&self) -> AuditServiceClient<Channel> {
-        AuditServiceClient::new(self.channel.clone())
+        AuditServiceClient::new(self.server.channel())
     }
 
     /// A request from `who` with an internal token carrying its policies.
     pub fn req<T>(&self, who: &str, body: T) -> tonic::Request<T> {
-        let policies = match who {
-            ADMIN => vec![ADMIN_POLICY],
-            READER => vec![READER_POLICY],
-            _ => vec![],
-        };
-        let policies = policies
-            .into_iter()
-            .map(|text| PolicyDocument::parse(text).expect("policy parses"))
-            .collect();
-        let principal = Principal::parse(who).expect("principal");
-        let (token, _) = self
-            .issuer
-            .issue(
-                &principal,
-                INTERNAL_AUDIENCE,
-                "session-1",
-                vec![],
-                policies,
-                Duration::from_secs(60),
-            )
-            .expect("issue a token");
-        let mut request = tonic::Request::new(body);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header value"),
-        );
-        request
+        self.server.request(&caller(who), body)
     }
 
     /// Creates a webhook as admin; returns it with its secret.
@@ -345,9 +301,7 @@ impl Harness {
         for task in self.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.server.stop();
         self.test_db.cleanup().await;
     }
 }
@@ -359,31 +313,6 @@ pub fn filters(sources: &[&str], operations: &[&str], prefixes: &[&str]) -> pb::
         operations: own(operations),
         name_prefixes: own(prefixes),
     }
-}
-
-/// Asserts a failure's gRPC code and error name; returns the status for more checks.
-#[track_caller]
-pub fn assert_error<T: std::fmt::Debug>(
-    result: Result<T, tonic::Status>,
-    code: tonic::Code,
-    reason: &str,
-) -> tonic::Status {
-    let status = result.expect_err("the call fails");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert_eq!(
-        bosun_core::error::status_reason(&status).as_deref(),
-        Some(reason),
-        "{status:?}"
-    );
-    status
-}
-
-/// The fields the status names as violated.
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    bosun_core::error::status_violations(status)
-        .into_iter()
-        .map(|violation| violation.field)
-        .collect()
 }
 
 /// A change event as the Parameter Store publishes it (no value, ever): its id and JSON.

@@ -7,10 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bosun_auth::{
-    DEFAULT_ISSUER, INTERNAL_AUDIENCE, PolicyDocument, Principal, SigningKey, TokenIssuer,
-    TokenVerifier, VerifyLayer,
-};
 use bosun_parameters::{Clock, MasterKeyRing, PolicyWorker};
 use bosun_proto::audit::v1 as audit_pb;
 use bosun_proto::audit::v1::audit_service_client::AuditServiceClient;
@@ -18,7 +14,12 @@ use bosun_proto::parameters::v1 as pb;
 use bosun_proto::parameters::v1::parameter_service_client::ParameterServiceClient;
 use bosun_queue::{MemoryQueue, Queue, QueueOptions, RedisQueue};
 use bosun_store::testing::TestDatabase;
+use bosun_testkit::{ALLOW_ALL, Caller, TestServer};
+// Not every test binary uses both.
+#[allow(unused_imports)]
+pub use bosun_testkit::{assert_error, violated_fields};
 use sea_orm::{ConnectionTrait, Statement};
+use tonic::service::Routes;
 use tonic::transport::Channel;
 
 /// Everything, including `parameters:Decrypt`.
@@ -32,7 +33,6 @@ pub const DEV: &str = "user/dev";
 /// No policies at all.
 pub const NOBODY: &str = "user/nobody";
 
-const ADMIN_POLICY: &str = r#"{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}"#;
 const ALICE_POLICY: &str =
     r#"{"Statement": {"Effect": "Allow", "Action": "parameters:*", "Resource": "*"}}"#;
 const BOB_POLICY: &str = r#"{"Statement": [
@@ -45,6 +45,18 @@ const DEV_POLICY: &str = r#"{"Statement": {"Effect": "Allow", "Action": "paramet
 /// A second master key the ring holds, besides the default.
 pub const OTHER_KEY: &str = "alias/other";
 
+/// `who` with the policies its constant describes; anyone else has none.
+pub fn caller(who: &str) -> Caller {
+    let caller = Caller::new(who);
+    match who {
+        ADMIN => caller.policy(ALLOW_ALL),
+        ALICE => caller.policy(ALICE_POLICY),
+        BOB => caller.policy(BOB_POLICY),
+        DEV => caller.policy(DEV_POLICY),
+        _ => caller,
+    }
+}
+
 pub struct Harness {
     pub test_db: TestDatabase,
     /// The queue change events go to, when the harness was started with one.
@@ -53,9 +65,7 @@ pub struct Harness {
     pub clock: Option<Arc<dyn Clock>>,
     /// Poked by the service on writes with policies; shared with [`Harness::worker`].
     policy_wake: Arc<tokio::sync::Notify>,
-    issuer: TokenIssuer,
-    channel: Channel,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: TestServer,
 }
 
 impl Harness {
@@ -76,14 +86,6 @@ impl Harness {
         bosun_store::migrate::<bosun_parameters::Migrator>(&test_db.db)
             .await
             .expect("parameters migrations apply");
-        let key = SigningKey::generate().expect("key");
-        let verifier =
-            TokenVerifier::new(&[key.verifying_key()], DEFAULT_ISSUER).expect("verifier");
-        let layer = VerifyLayer::new(Arc::new(verifier), INTERNAL_AUDIENCE);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let address = listener.local_addr().expect("bound address");
         let mut ring = MasterKeyRing::generate_default().expect("key ring");
         ring.generate(OTHER_KEY).expect("second key");
         let mut parameters = bosun_parameters::ParameterServiceImpl::new(
@@ -100,33 +102,16 @@ impl Harness {
         let policy_wake = Arc::new(tokio::sync::Notify::new());
         parameters = parameters.with_policy_wake(Arc::clone(&policy_wake));
         let audit = bosun_audit::AuditServiceImpl::new(test_db.db.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .layer(layer)
-            .add_service(parameters.into_server())
-            .add_service(audit.into_server())
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
-                async {
-                    let _ = stopped.await;
-                },
-            );
-        tokio::spawn(async move {
-            server.await.expect("the server runs until stopped");
-        });
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect to the test server");
+        let server = TestServer::start(
+            Routes::new(parameters.into_server()).add_service(audit.into_server()),
+        )
+        .await;
         Harness {
             test_db,
             events,
             clock,
             policy_wake,
-            issuer: TokenIssuer::new(key, DEFAULT_ISSUER),
-            channel,
-            stop: Some(stop),
+            server,
         }
     }
 
@@ -144,40 +129,12 @@ impl Harness {
     }
 
     pub fn client(&self) -> ParameterServiceClient<Channel> {
-        ParameterServiceClient::new(self.channel.clone())
+        ParameterServiceClient::new(self.server.channel())
     }
 
     /// A request from `who` with an internal token carrying its policies.
     pub fn req<T>(&self, who: &str, body: T) -> tonic::Request<T> {
-        let policies = match who {
-            ADMIN => vec![ADMIN_POLICY],
-            ALICE => vec![ALICE_POLICY],
-            BOB => vec![BOB_POLICY],
-            DEV => vec![DEV_POLICY],
-            _ => vec![],
-        };
-        let policies = policies
-            .into_iter()
-            .map(|text| PolicyDocument::parse(text).expect("policy parses"))
-            .collect();
-        let principal = Principal::parse(who).expect("principal");
-        let (token, _) = self
-            .issuer
-            .issue(
-                &principal,
-                INTERNAL_AUDIENCE,
-                "session-1",
-                vec![],
-                policies,
-                Duration::from_secs(60),
-            )
-            .expect("issue a token");
-        let mut request = tonic::Request::new(body);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header value"),
-        );
-        request
+        self.server.request(&caller(who), body)
     }
 
     pub async fn put(
@@ -298,7 +255,7 @@ impl Harness {
 
     /// Audit events for `action`, newest first, read through the AuditService as admin.
     pub async fn audit_events(&self, action: &str) -> Vec<audit_pb::AuditEvent> {
-        AuditServiceClient::new(self.channel.clone())
+        AuditServiceClient::new(self.server.channel())
             .list_audit_events(self.req(
                 ADMIN,
                 audit_pb::ListAuditEventsRequest {
@@ -335,36 +292,9 @@ impl Harness {
     }
 
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.server.stop();
         self.test_db.cleanup().await;
     }
-}
-
-/// Asserts a failure's gRPC code and SSM error name; returns the status for more checks.
-#[track_caller]
-pub fn assert_error<T: std::fmt::Debug>(
-    result: Result<T, tonic::Status>,
-    code: tonic::Code,
-    reason: &str,
-) -> tonic::Status {
-    let status = result.expect_err("the call fails");
-    assert_eq!(status.code(), code, "{status:?}");
-    assert_eq!(
-        bosun_core::error::status_reason(&status).as_deref(),
-        Some(reason),
-        "{status:?}"
-    );
-    status
-}
-
-/// The fields the status names as violated.
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    bosun_core::error::status_violations(status)
-        .into_iter()
-        .map(|violation| violation.field)
-        .collect()
 }
 
 pub fn filter(key: &str, option: &str, values: &[&str]) -> pb::ParameterStringFilter {
