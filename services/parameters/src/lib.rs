@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod keys;
 pub mod label;
+mod lease;
 mod migrations;
 pub mod name;
 pub mod policy;

@@ -133,7 +133,7 @@ impl ParameterServiceImpl {
             return results;
         };
         let names: Vec<&str> = selectors.iter().map(|s| s.name.as_str()).collect();
-        let tokens = cache.tokens(&names).await;
+        let tokens = cache.tokens(&names);
         for (index, selector) in selectors.iter().enumerate() {
             let name = selector.name.as_str();
             let suffix = selector_suffix(&selector.version);
@@ -154,7 +154,7 @@ impl ParameterServiceImpl {
                     let read = self.read_store(selector).await;
                     if read.is_err() {
                         read
-                    } else if let Some(token) = cache.install(name).await {
+                    } else if let Some(token) = cache.install(name) {
                         let again = self.read_store(selector).await;
                         if let Ok(version) = &again {
                             cache.put(name, &suffix, token, Arc::clone(version));

@@ -130,7 +130,7 @@ async fn forget_tokens(prefix: &str) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeat_reads_come_from_memory_and_writes_are_seen_at_once() {
     for test_db in bosun_store::testing::both().await {
         migrated(&test_db).await;
@@ -175,7 +175,7 @@ async fn repeat_reads_come_from_memory_and_writes_are_seen_at_once() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_never_serves_a_value_older_than_another_replicas_acknowledged_write() {
     for test_db in bosun_store::testing::both().await {
         migrated(&test_db).await;
@@ -208,7 +208,7 @@ async fn a_replica_never_serves_a_value_older_than_another_replicas_acknowledged
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_readers_see_every_acknowledged_write() {
     let test_db = bosun_store::testing::postgres().await;
     migrated(&test_db).await;
@@ -242,6 +242,8 @@ async fn concurrent_readers_see_every_acknowledged_write() {
                     "read {seen} after write {floor} was acknowledged"
                 );
                 reads += 1;
+                // A client waits on the network between calls; let the other tasks run.
+                tokio::task::yield_now().await;
             }
             reads
         }));
@@ -263,7 +265,7 @@ async fn concurrent_readers_see_every_acknowledged_write() {
     forget_tokens(&prefix).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_moves_and_deletes_reach_the_other_replica() {
     for test_db in bosun_store::testing::both().await {
         migrated(&test_db).await;
@@ -291,8 +293,10 @@ async fn label_moves_and_deletes_reach_the_other_replica() {
     }
 }
 
-#[tokio::test]
-async fn lost_tokens_cause_misses_never_stale_reads() {
+/// Redis loses its data (a restart without persistence): every replica starts over, and
+/// none serves a value older than a write acknowledged before or after the loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_redis_data_causes_misses_never_stale_reads() {
     let test_db = bosun_store::testing::sqlite().await;
     migrated(&test_db).await;
     let keys = keys();
@@ -309,6 +313,12 @@ async fn lost_tokens_cause_misses_never_stale_reads() {
     // Redis restarts without its data after the write was acknowledged.
     forget_tokens(&prefix).await;
     assert_eq!(a.get(name).await.expect("read after the loss"), "new");
+    assert_eq!(a.get(name).await.expect("cached again"), "new");
+    forget_tokens(&prefix).await;
+    b.put(name, "newer")
+        .await
+        .expect("write right after the loss");
+    assert_eq!(a.get(name).await.expect("read after that write"), "newer");
     forget_tokens(&prefix).await;
 }
 
@@ -356,7 +366,7 @@ impl Relay {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_reads_go_to_the_store_and_writes_say_they_are_not_everywhere_yet() {
     let test_db = bosun_store::testing::sqlite().await;
     migrated(&test_db).await;
@@ -400,7 +410,7 @@ async fn without_redis_reads_go_to_the_store_and_writes_say_they_are_not_everywh
     forget_tokens(&prefix).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_cache_evicts_and_still_answers_correctly() {
     let test_db = bosun_store::testing::sqlite().await;
     migrated(&test_db).await;
@@ -428,7 +438,7 @@ async fn a_small_cache_evicts_and_still_answers_correctly() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_of_names_that_do_not_exist_leave_nothing_in_redis() {
     let test_db = bosun_store::testing::sqlite().await;
     migrated(&test_db).await;
@@ -447,7 +457,13 @@ async fn reads_of_names_that_do_not_exist_leave_nothing_in_redis() {
         .query_async(&mut connection)
         .await
         .expect("list keys");
-    assert!(keys.is_empty(), "{keys:?}");
+    assert!(!keys.iter().any(|key| key.contains("made")), "{keys:?}");
+    let logged: u64 = redis::cmd("XLEN")
+        .arg(format!("{prefix}parameters:cache:log"))
+        .query_async(&mut connection)
+        .await
+        .expect("log length");
+    assert_eq!(logged, 0, "reads write nothing to Redis");
 
     // A parameter that exists gets its token on first read and is cached from then on.
     replica.put("/app/real", "value").await.expect("put");
