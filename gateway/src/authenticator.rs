@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bosun_auth::{
-    CLIENT_AUDIENCE, Claims, INTERNAL_AUDIENCE, PolicyDocument, Principal, TokenIssuer,
-    TokenVerifier,
+    AuthContext, CLIENT_AUDIENCE, Claims, INTERNAL_AUDIENCE, PolicyDocument, Principal,
+    TokenIssuer, TokenVerifier,
 };
 use bosun_core::ApiError;
 use chrono::Utc;
@@ -54,6 +54,11 @@ fn login_password_set_at(session_id: &str) -> Option<i64> {
 pub struct Exchanged {
     /// The internal token to forward to services.
     pub internal_token: Arc<str>,
+    /// `Bearer <internal token>`, built once.
+    pub authorization: http::HeaderValue,
+    /// What a service in this process would verify from the internal token (handed over
+    /// as `EdgeVerified` instead).
+    pub context: Arc<AuthContext>,
     pub principal: Arc<Principal>,
     /// `exp` of the client token (seconds since the epoch).
     pub client_expires_at: i64,
@@ -129,7 +134,7 @@ impl Authenticator {
         let principal = Principal::parse(&claims.sub)
             .map_err(|_| ApiError::Unauthenticated("token names no valid principal".into()))?;
         let session = self.session(&principal, &claims).await?;
-        let (token, _) = self
+        let (token, internal_claims) = self
             .issuer
             .issue(
                 &principal,
@@ -140,7 +145,12 @@ impl Authenticator {
                 self.internal_ttl,
             )
             .map_err(ApiError::from)?;
+        let authorization =
+            http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(ApiError::internal)?;
+        let context = AuthContext::from_claims(internal_claims, &token).map_err(ApiError::from)?;
         let exchanged = Exchanged {
+            authorization,
+            context: Arc::new(context),
             internal_token: Arc::from(token),
             principal: Arc::new(principal),
             client_expires_at: claims.exp,

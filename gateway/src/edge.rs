@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
 use bosun_audit::SOURCE_ADDRESS_HEADER;
+use bosun_auth::EdgeVerified;
 use bosun_core::ApiError;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
@@ -98,6 +99,7 @@ impl EdgeState {
         }
 
         let path = request.uri().path().to_owned();
+        let mut verified = None;
         if !is_public(&path) {
             let Some(token) = bearer(request.headers()) else {
                 return status_response(ApiError::Unauthenticated(
@@ -108,18 +110,14 @@ impl EdgeState {
                 Ok(exchanged) => {
                     tracing::Span::current()
                         .record("principal", tracing::field::display(&exchanged.principal));
-                    match HeaderValue::from_str(&format!("Bearer {}", exchanged.internal_token)) {
-                        Ok(value) => {
-                            request
-                                .headers_mut()
-                                .insert(http::header::AUTHORIZATION, value);
-                        }
-                        Err(error) => return status_response(ApiError::internal(error)),
-                    }
+                    request
+                        .headers_mut()
+                        .insert(http::header::AUTHORIZATION, exchanged.authorization);
                     request.headers_mut().insert(
                         CLIENT_EXPIRES_AT_HEADER,
                         HeaderValue::from(exchanged.client_expires_at),
                     );
+                    verified = Some(exchanged.context);
                 }
                 Err(error) => return status_response(error),
             }
@@ -134,6 +132,11 @@ impl EdgeState {
             // The backend's span hangs under the gateway's, not the client's.
             bosun_telemetry::inject_http(request.headers_mut());
             return remote.forward(request).await;
+        }
+        // Services in this process take the context as verified here instead of verifying
+        // the internal token again; remote ones verify it.
+        if let Some(context) = verified {
+            request.extensions_mut().insert(EdgeVerified(context));
         }
         match self.local.clone().oneshot(request).await {
             Ok(response) => response.map(Body::new),

@@ -94,7 +94,16 @@ impl VerifyLayer {
                 context
             }
         };
-        // Checked after the cache too: the rule is about the path, not the token.
+        self.admit(&context, path)?;
+        Ok(context)
+    }
+
+    /// The rules about the call itself, for a context however it was verified: it has not
+    /// expired, and nodes call only the agent channel.
+    fn admit(&self, context: &AuthContext, path: &str) -> Result<(), AuthError> {
+        if context.expires_at <= chrono::Utc::now() {
+            return Err(AuthError::InvalidToken("token expired".to_owned()));
+        }
         if let Principal::Node(_) = context.principal
             && !path.starts_with(AGENT_CHANNEL_PREFIX)
         {
@@ -104,9 +113,16 @@ impl VerifyLayer {
                 resource: path.to_owned(),
             });
         }
-        Ok(context)
+        Ok(())
     }
 }
+
+/// A caller context the gateway's edge verified from the internal token it minted, handed
+/// to services in the same process as a request extension so they need not verify that
+/// token again. Extensions never come off the wire: only in-process code can set this, and
+/// `VerifyService` removes it from every request it passes on.
+#[derive(Clone)]
+pub struct EdgeVerified(pub Arc<AuthContext>);
 
 impl<S> Layer<S> for VerifyLayer {
     type Service = VerifyService<S>;
@@ -140,6 +156,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let verified = request.extensions_mut().remove::<EdgeVerified>();
         let path = request.uri().path();
         if self.layer.is_public(path) {
             // Extensions never come off the wire, but make sure a public handler cannot see
@@ -147,7 +164,14 @@ where
             request.extensions_mut().remove::<AuthContext>();
             return Either::Right(self.inner.call(request));
         }
-        match self.layer.authenticate(request.headers(), path) {
+        let authenticated = match verified {
+            Some(EdgeVerified(context)) => self
+                .layer
+                .admit(&context, path)
+                .map(|()| (*context).clone()),
+            None => self.layer.authenticate(request.headers(), path),
+        };
+        match authenticated {
             Ok(context) => {
                 request.extensions_mut().insert(context);
                 Either::Right(self.inner.call(request))

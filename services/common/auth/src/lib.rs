@@ -17,6 +17,6 @@ pub use jwt::{
     CLIENT_AUDIENCE, Claims, DEFAULT_ISSUER, INTERNAL_AUDIENCE, KeyRing, SigningKey, TokenIssuer,
     TokenVerifier, VerifyingKey,
 };
-pub use layer::{VerifyLayer, VerifyService};
+pub use layer::{EdgeVerified, VerifyLayer, VerifyService};
 pub use policy::{AccessRequest, Decision, PolicyDocument, PolicyError, evaluate};
 pub use principal::{AuthContext, Principal, auth_context};

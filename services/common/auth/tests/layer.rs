@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bosun_auth::{
-    AuthContext, CLIENT_AUDIENCE, DEFAULT_ISSUER, INTERNAL_AUDIENCE, PolicyDocument, Principal,
-    SigningKey, TokenIssuer, TokenVerifier, VerifyLayer, auth_context,
+    AuthContext, CLIENT_AUDIENCE, DEFAULT_ISSUER, EdgeVerified, INTERNAL_AUDIENCE, PolicyDocument,
+    Principal, SigningKey, TokenIssuer, TokenVerifier, VerifyLayer, auth_context,
 };
 use tower::{Layer, Service, ServiceExt};
 
@@ -86,6 +86,28 @@ impl Harness {
         path: &str,
         authorization: Option<&str>,
     ) -> http::Response<tonic::body::Body> {
+        self.send(path, authorization, None).await
+    }
+
+    /// A context for `principal` as the gateway's edge hands it over, expiring after `ttl`.
+    fn edge_context(&self, principal: &str, ttl: Duration) -> AuthContext {
+        let token = self.token(principal, INTERNAL_AUDIENCE, Duration::from_secs(60));
+        let claims = self
+            .verifier
+            .verify(&token, INTERNAL_AUDIENCE)
+            .expect("verify");
+        let mut context = AuthContext::from_claims(claims, &token).expect("context");
+        context.expires_at = chrono::Utc::now() + chrono::TimeDelta::from_std(ttl).expect("ttl")
+            - chrono::TimeDelta::seconds(1);
+        context
+    }
+
+    async fn send(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        verified: Option<AuthContext>,
+    ) -> http::Response<tonic::body::Body> {
         let seen = self.seen.clone();
         let inner = tower::service_fn(move |request: http::Request<()>| {
             let seen = seen.clone();
@@ -103,7 +125,12 @@ impl Harness {
         if let Some(value) = authorization {
             builder = builder.header(http::header::AUTHORIZATION, value);
         }
-        let request = builder.body(()).expect("request");
+        let mut request = builder.body(()).expect("request");
+        if let Some(context) = verified {
+            request
+                .extensions_mut()
+                .insert(EdgeVerified(Arc::new(context)));
+        }
         let mut service = self.layer.layer(inner);
         service
             .ready()
@@ -308,4 +335,35 @@ async fn two_authorization_headers_are_refused() {
         .await
         .expect("infallible");
     assert_refused(&response, "16");
+}
+
+#[tokio::test]
+async fn a_context_the_edge_verified_in_process_is_used_without_a_token() {
+    let h = harness();
+    let context = h.edge_context("user/alice", Duration::from_secs(60));
+    let response = h.send(GET_PARAMETER, None, Some(context)).await;
+    assert_eq!(grpc_status(&response), None);
+    let seen = h.seen.last().expect("the handler sees the context");
+    assert_eq!(seen.principal, Principal::User("alice".into()));
+    assert_eq!(seen.roles, vec!["reader".to_owned()]);
+}
+
+#[tokio::test]
+async fn an_edge_verified_context_still_obeys_expiry_and_the_node_rule() {
+    let h = harness();
+    let expired = h.edge_context("user/alice", Duration::ZERO);
+    let response = h.send(GET_PARAMETER, None, Some(expired)).await;
+    assert_refused(&response, "16");
+    let node = h.edge_context("node/mi-0123abcd", Duration::from_secs(60));
+    let response = h.send(GET_PARAMETER, None, Some(node)).await;
+    assert_refused(&response, "7");
+    assert_eq!(h.seen.calls(), 0);
+
+    // A public path never sees one.
+    let context = h.edge_context("user/alice", Duration::from_secs(60));
+    let response = h
+        .send("/grpc.health.v1.Health/Check", None, Some(context))
+        .await;
+    assert_eq!(grpc_status(&response), None);
+    assert!(h.seen.last().is_none());
 }
