@@ -478,7 +478,15 @@ async fn parameter_service(
         .with_policy_wake(worker.wake_handle());
     if let Some(cache) = parameter_cache(&process.config, only_writer).await? {
         worker = worker.with_cache(cache.clone());
-        service = service.with_cache(cache);
+        service = service.with_cache(cache.clone());
+        // Gives the cache's lease up on shutdown, so other replicas' writes do not wait
+        // for this process until its lease runs out.
+        let shutdown = process.shutdown.clone();
+        process.tasks.spawn("parameter-cache-lease", async move {
+            shutdown.cancelled().await;
+            cache.release().await;
+            Ok(())
+        });
     }
     let shutdown = process.shutdown.clone();
     process

@@ -142,6 +142,14 @@ impl ReadCache {
         Ok(ReadCache { inner })
     }
 
+    /// On shutdown: with replicas, gives the lease up so writers elsewhere stop waiting for
+    /// this process at once (instead of when its lease runs out).
+    pub async fn release(&self) {
+        if let Some(lease) = self.inner.lease.get() {
+            lease.release().await;
+        }
+    }
+
     pub fn stats(&self) -> CacheStats {
         let counters = &self.inner.counters;
         CacheStats {

@@ -148,6 +148,8 @@ pub(crate) trait Forget: Send + Sync + 'static {
 
 /// A replica's lease, by its own clock.
 struct LeaseState {
+    /// Set by `release`: the follower stops and never renews again.
+    released: std::sync::atomic::AtomicBool,
     base: Instant,
     /// Nanoseconds after `base` until which the lease holds; 0 when it does not.
     valid_until: AtomicU64,
@@ -210,6 +212,7 @@ impl Lease {
             log: format!("{base}log"),
         });
         let state = Arc::new(LeaseState {
+            released: std::sync::atomic::AtomicBool::new(false),
             base: Instant::now(),
             valid_until: AtomicU64::new(0),
         });
@@ -232,6 +235,23 @@ impl Lease {
     /// Whether this replica may serve from its cache now.
     pub(crate) fn valid(&self) -> bool {
         self.state.valid()
+    }
+
+    /// Gives the lease up (on shutdown): stops serving from the cache and following the log,
+    /// and removes this replica from Redis so writers stop waiting for it at once.
+    pub(crate) async fn release(&self) {
+        self.state.released.store(true, Ordering::Release);
+        self.state.end();
+        let removed: Result<i64, String> = timed(
+            redis::cmd("HDEL")
+                .arg(&self.keys.replicas)
+                .arg(&self.replica_id)
+                .query_async(&mut self.connection.clone()),
+        )
+        .await;
+        if let Err(error) = removed {
+            tracing::warn!(%error, "parameter cache: could not give up the lease; it runs out by itself");
+        }
     }
 
     /// Waits up to `limit` for the first lease, so a replica starts serving from its cache
@@ -374,7 +394,7 @@ async fn follow(
     let mut applied = "0-0".to_owned();
     let mut connection: Option<MultiplexedConnection> = None;
     loop {
-        if cache.strong_count() == 0 {
+        if cache.strong_count() == 0 || state.released.load(Ordering::Acquire) {
             return;
         }
         let Some(conn) = connection.as_mut() else {
@@ -418,6 +438,9 @@ async fn follow(
                     }
                     epoch = current_epoch;
                     applied = position;
+                }
+                if state.released.load(Ordering::Acquire) {
+                    return;
                 }
                 state.extend(sent);
             }

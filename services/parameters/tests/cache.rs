@@ -477,3 +477,48 @@ async fn reads_of_names_that_do_not_exist_leave_nothing_in_redis() {
     assert_eq!(replica.cache.stats().hits - before.hits, 1);
     forget_tokens(&prefix).await;
 }
+
+/// A replica shutting down gives its lease up: writers stop waiting for it at once, and it
+/// serves nothing from its cache any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_replica_leaves_at_once_and_stops_serving_cached() {
+    let test_db = bosun_store::testing::sqlite().await;
+    migrated(&test_db).await;
+    let keys = keys();
+    let prefix = prefix();
+    let a = Replica::new(&test_db, &keys, redis_cache(REDIS_URL, &prefix).await).await;
+    let b = Replica::new(&test_db, &keys, redis_cache(REDIS_URL, &prefix).await).await;
+    let replicas = format!("{prefix}parameters:cache:replicas");
+    let mut connection = redis_connection().await;
+    let count = |connection: &mut redis::aio::MultiplexedConnection| {
+        let replicas = replicas.clone();
+        let mut connection = connection.clone();
+        async move {
+            redis::cmd("HLEN")
+                .arg(replicas)
+                .query_async::<u64>(&mut connection)
+                .await
+                .expect("count replicas")
+        }
+    };
+    assert_eq!(count(&mut connection).await, 2);
+    a.put("/app/leaving", "1").await.expect("put");
+    assert_eq!(b.get("/app/leaving").await.expect("cache it"), "1");
+
+    b.cache.release().await;
+    assert_eq!(count(&mut connection).await, 1, "b is gone from Redis");
+    let before = b.cache.stats();
+    assert_eq!(b.get("/app/leaving").await.expect("read"), "1");
+    assert!(
+        b.cache.stats().bypasses > before.bypasses,
+        "b reads the store"
+    );
+    a.put("/app/leaving", "2")
+        .await
+        .expect("a's write need not wait for b");
+    assert_eq!(b.get("/app/leaving").await.expect("read"), "2");
+    // b never comes back by itself.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(count(&mut connection).await, 1);
+    forget_tokens(&prefix).await;
+}
