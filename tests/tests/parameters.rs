@@ -234,25 +234,34 @@ async fn expiration_deletes_on_time_and_events_reach_redis() -> anyhow::Result<(
         "deleted before its expiry"
     );
 
+    // Events are published after the change is visible everywhere, so they may trail the
+    // deletion a little: wait for them.
     let mut redis = redis::Client::open(redis_url.as_str())?
         .get_multiplexed_async_connection()
         .await?;
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg("bosun:events")
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(500)
-        .query_async(&mut redis)
-        .await?;
-    let operations: Vec<String> = entries
-        .ids
-        .iter()
-        .filter_map(|entry| entry.get::<String>("payload"))
-        .filter_map(|payload| serde_json::from_str::<serde_json::Value>(&payload).ok())
-        .filter(|event| event["name"] == name.as_str())
-        .filter_map(|event| event["operation"].as_str().map(str::to_owned))
-        .collect();
+    let mut operations: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg("bosun:events")
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(2000)
+            .query_async(&mut redis)
+            .await?;
+        operations = entries
+            .ids
+            .iter()
+            .filter_map(|entry| entry.get::<String>("payload"))
+            .filter_map(|payload| serde_json::from_str::<serde_json::Value>(&payload).ok())
+            .filter(|event| event["name"] == name.as_str())
+            .filter_map(|event| event["operation"].as_str().map(str::to_owned))
+            .collect();
+        if operations.contains(&"Expired".to_string()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         operations.contains(&"Create".to_string()) && operations.contains(&"Expired".to_string()),
         "events for {name}: {operations:?}"
