@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key this deployment uses; deployments sharing one Redis need
+    /// their own (replicas of one deployment wait on each other's cache leases).
+    pub redis_prefix: String,
     pub admin_password: Option<Secret>,
     pub log_format: String,
     pub log_filter: Option<String>,
@@ -93,6 +96,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./bosun-data"),
             database_url: None,
             redis_url: None,
+            redis_prefix: "bosun:".into(),
             admin_password: None,
             log_format: "pretty".into(),
             log_filter: None,
@@ -123,6 +127,17 @@ impl ServerConfig {
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
             anyhow::bail!("redis_url: must start with redis:// or rediss://");
+        }
+        if self.redis_prefix.is_empty()
+            || self.redis_prefix.len() > 64
+            || !self
+                .redis_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.'))
+        {
+            anyhow::bail!(
+                "redis_prefix: must be 1 to 64 characters of letters, digits, ':', '_', '-' or '.'"
+            );
         }
         if self.shutdown_grace > Duration::from_secs(300) {
             anyhow::bail!("shutdown_grace: must be at most 5m");
@@ -293,9 +308,10 @@ impl Process {
 
     async fn open_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
         Ok(match &self.config.redis_url {
-            Some(url) => {
-                Arc::new(RedisQueue::connect(url, "bosun:", QueueOptions::default()).await?)
-            }
+            Some(url) => Arc::new(
+                RedisQueue::connect(url, &self.config.redis_prefix, QueueOptions::default())
+                    .await?,
+            ),
             None => Arc::new(MemoryQueue::new(QueueOptions::default())),
         })
     }
@@ -560,7 +576,7 @@ async fn parameter_cache(
     }
     match &config.redis_url {
         Some(url) => Ok(Some(
-            ReadCache::redis(url, "bosun:", max_bytes)
+            ReadCache::redis(url, &config.redis_prefix, max_bytes)
                 .await
                 .map_err(|error| anyhow::anyhow!("parameters read cache: {error}"))?,
         )),
@@ -764,6 +780,13 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(error.starts_with("auth.cache_ttl:"), "{error}");
+        let env = BTreeMap::from([("BOSUN_REDIS_PREFIX".to_string(), "bosun *".to_string())]);
+        let error = load_config(&args(), &env)?
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.starts_with("redis_prefix:"), "{error}");
         let env = BTreeMap::from([("BOSUN_NO_SUCH_SETTING".to_string(), "1".to_string())]);
         assert!(load_config(&args(), &env).is_err());
         Ok(())
