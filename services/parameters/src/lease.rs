@@ -23,6 +23,10 @@
 //! registered, so its writer waits for it. A write that cannot reach Redis, or whose
 //! replicas do not all answer within [`WRITE_WAIT`], reports `Unavailable` (committed, not
 //! yet everywhere) and is appended again in the background until Redis takes it.
+//!
+//! Clocks: Redis's `TIME` decides when a recorded lease has run out, each replica's
+//! monotonic clock when its own has. The argument holds as long as Redis's wall clock does
+//! not jump forward by more than [`MARGIN`] (NTP slews; a manual jump can open a window).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
