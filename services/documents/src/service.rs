@@ -15,7 +15,7 @@ use bosun_document::Format;
 use bosun_proto::documents::v1 as pb;
 use bosun_proto::documents::v1::document_service_server::{DocumentService, DocumentServiceServer};
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tonic::{Request, Response, Status};
 
 use crate::builtin::{self, BUILT_IN_OWNER, BuiltIn};
@@ -463,25 +463,7 @@ impl Filters {
 
 // ---- the audited change -----------------------------------------------------------------
 
-impl DocumentServiceImpl {
-    /// Runs `change` in a transaction after `authorization` passed, and audits the outcome:
-    /// with the change on success, on its own after a rollback on failure or denial.
-    async fn audited<T, F>(
-        &self,
-        record: AuditRecord,
-        authorization: Result<(), ApiError>,
-        change: F,
-    ) -> Result<T, ApiError>
-    where
-        F: for<'t> FnOnce(
-            &'t DatabaseTransaction,
-        ) -> futures::future::BoxFuture<'t, Result<T, ApiError>>,
-    {
-        self.audit
-            .audited(vec![record], authorization, change)
-            .await
-    }
-}
+impl DocumentServiceImpl {}
 
 fn authorize(caller: &AuthContext, rpc: &str, name: &str) -> Result<(), ApiError> {
     caller
@@ -569,7 +551,8 @@ impl DocumentService for DocumentServiceImpl {
         );
         first.created_at = now;
         let description = self
-            .audited(record, authorization, move |txn| {
+            .audit
+            .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
                     if builtin::find(&name).is_some()
                         || store::get_document(txn, &name).await?.is_some()
@@ -829,7 +812,8 @@ impl DocumentService for DocumentServiceImpl {
             body.target_type.clone(),
         );
         let description = self
-            .audited(record, authorization, move |txn| {
+            .audit
+            .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
                     let found = find_visible(txn, &caller, &name, "InvalidDocument").await?;
                     let document = changeable(&caller, found, "update")?;
@@ -957,7 +941,8 @@ impl DocumentService for DocumentServiceImpl {
         .details(serde_json::json!({ "document_version": number.to_string() }));
         let authorization = authorize(&caller, "UpdateDocumentDefaultVersion", &name);
         let description = self
-            .audited(record, authorization, move |txn| {
+            .audit
+            .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
                     let found = find_visible(txn, &caller, &name, "InvalidDocument").await?;
                     let document = changeable(&caller, found, "change the default version of")?;
@@ -1000,26 +985,27 @@ impl DocumentService for DocumentServiceImpl {
             "version_name": body.version_name,
         }));
         let authorization = authorize(&caller, "DeleteDocument", &name);
-        self.audited(record, authorization, move |txn| {
-            Box::pin(async move {
-                let found = find_visible(txn, &caller, &name, "InvalidDocument").await?;
-                if by_number.is_none() && version_name.is_empty() {
-                    changeable(&caller, found, "delete")?;
-                    return store::delete_document(txn, &name).await;
-                }
-                let version = resolve_version(txn, &found, by_number, &version_name).await?;
-                let document = changeable(&caller, found, "delete a version of")?;
-                if version.version == document.default_version {
-                    return Err(ApiError::failed_precondition(format!(
-                        "delete version {} of document {name}: it is the default version",
-                        version.version
-                    ))
-                    .with_reason("InvalidDocumentOperation"));
-                }
-                store::delete_version(txn, &name, version.version).await
+        self.audit
+            .audited(vec![record], authorization, move |txn| {
+                Box::pin(async move {
+                    let found = find_visible(txn, &caller, &name, "InvalidDocument").await?;
+                    if by_number.is_none() && version_name.is_empty() {
+                        changeable(&caller, found, "delete")?;
+                        return store::delete_document(txn, &name).await;
+                    }
+                    let version = resolve_version(txn, &found, by_number, &version_name).await?;
+                    let document = changeable(&caller, found, "delete a version of")?;
+                    if version.version == document.default_version {
+                        return Err(ApiError::failed_precondition(format!(
+                            "delete version {} of document {name}: it is the default version",
+                            version.version
+                        ))
+                        .with_reason("InvalidDocumentOperation"));
+                    }
+                    store::delete_version(txn, &name, version.version).await
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(Response::new(pb::DeleteDocumentResponse {}))
     }
 
@@ -1063,23 +1049,24 @@ impl DocumentService for DocumentServiceImpl {
         )
         .details(serde_json::json!({ "add": add, "remove": remove }));
         let authorization = authorize(&caller, "ModifyDocumentPermission", &name);
-        self.audited(record, authorization, move |txn| {
-            Box::pin(async move {
-                let found = find_visible(txn, &caller, &name, "InvalidDocument").await?;
-                changeable(&caller, found, "share")?;
-                store::modify_shares(txn, &name, &add, &remove).await?;
-                let count = store::shares(txn, &name).await?.len() as u64;
-                if count > validate::MAX_SHARES_PER_DOCUMENT {
-                    return Err(ApiError::resource_exhausted(format!(
-                        "share document {name}: at most {} principals",
-                        validate::MAX_SHARES_PER_DOCUMENT
-                    ))
-                    .with_reason("DocumentPermissionLimit"));
-                }
-                Ok(())
+        self.audit
+            .audited(vec![record], authorization, move |txn| {
+                Box::pin(async move {
+                    let found = find_visible(txn, &caller, &name, "InvalidDocument").await?;
+                    changeable(&caller, found, "share")?;
+                    store::modify_shares(txn, &name, &add, &remove).await?;
+                    let count = store::shares(txn, &name).await?.len() as u64;
+                    if count > validate::MAX_SHARES_PER_DOCUMENT {
+                        return Err(ApiError::resource_exhausted(format!(
+                            "share document {name}: at most {} principals",
+                            validate::MAX_SHARES_PER_DOCUMENT
+                        ))
+                        .with_reason("DocumentPermissionLimit"));
+                    }
+                    Ok(())
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(Response::new(pb::ModifyDocumentPermissionResponse {}))
     }
 
@@ -1144,23 +1131,24 @@ impl DocumentService for DocumentServiceImpl {
         )
         .details(serde_json::json!({ "keys": tags.keys().collect::<Vec<_>>() }));
         let authorization = authorize(&caller, "AddTagsToResource", &name);
-        self.audited(record, authorization, move |txn| {
-            Box::pin(async move {
-                let found = find_visible(txn, &caller, &name, "InvalidResourceId").await?;
-                changeable(&caller, found, "tag")?;
-                let mut merged = store::tags(txn, &name).await?;
-                merged.extend(tags.clone());
-                if merged.len() > validate::MAX_TAGS_PER_DOCUMENT {
-                    return Err(ApiError::resource_exhausted(format!(
-                        "tag document {name}: at most {} tags per document",
-                        validate::MAX_TAGS_PER_DOCUMENT
-                    ))
-                    .with_reason("TooManyTagsError"));
-                }
-                store::put_tags(txn, &name, &tags).await
+        self.audit
+            .audited(vec![record], authorization, move |txn| {
+                Box::pin(async move {
+                    let found = find_visible(txn, &caller, &name, "InvalidResourceId").await?;
+                    changeable(&caller, found, "tag")?;
+                    let mut merged = store::tags(txn, &name).await?;
+                    merged.extend(tags.clone());
+                    if merged.len() > validate::MAX_TAGS_PER_DOCUMENT {
+                        return Err(ApiError::resource_exhausted(format!(
+                            "tag document {name}: at most {} tags per document",
+                            validate::MAX_TAGS_PER_DOCUMENT
+                        ))
+                        .with_reason("TooManyTagsError"));
+                    }
+                    store::put_tags(txn, &name, &tags).await
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(Response::new(pb::AddTagsToResourceResponse {}))
     }
 
@@ -1185,14 +1173,15 @@ impl DocumentService for DocumentServiceImpl {
         )
         .details(serde_json::json!({ "keys": keys }));
         let authorization = authorize(&caller, "RemoveTagsFromResource", &name);
-        self.audited(record, authorization, move |txn| {
-            Box::pin(async move {
-                let found = find_visible(txn, &caller, &name, "InvalidResourceId").await?;
-                changeable(&caller, found, "untag")?;
-                store::remove_tags(txn, &name, &keys).await
+        self.audit
+            .audited(vec![record], authorization, move |txn| {
+                Box::pin(async move {
+                    let found = find_visible(txn, &caller, &name, "InvalidResourceId").await?;
+                    changeable(&caller, found, "untag")?;
+                    store::remove_tags(txn, &name, &keys).await
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(Response::new(pb::RemoveTagsFromResourceResponse {}))
     }
 

@@ -17,7 +17,7 @@ use bosun_proto::notifications::v1::notification_service_server::{
     NotificationService, NotificationServiceServer,
 };
 use chrono::Utc;
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 
 use crate::signature::SigningSecret;
@@ -52,22 +52,6 @@ impl NotificationServiceImpl {
 
     pub fn into_server(self) -> NotificationServiceServer<Self> {
         NotificationServiceServer::new(self)
-    }
-
-    async fn audited<T, F>(
-        &self,
-        record: AuditRecord,
-        authorization: Result<(), ApiError>,
-        change: F,
-    ) -> Result<T, ApiError>
-    where
-        F: for<'t> FnOnce(
-            &'t DatabaseTransaction,
-        ) -> futures::future::BoxFuture<'t, Result<T, ApiError>>,
-    {
-        self.audit
-            .audited(vec![record], authorization, change)
-            .await
     }
 
     /// A fresh secret, and its sealed form for the row of `webhook_id`.
@@ -212,7 +196,8 @@ impl NotificationService for NotificationServiceImpl {
         .details(audit_details(&record));
         let authorization = authorize(&caller, "CreateWebhook", "*");
         let webhook = self
-            .audited(audit, authorization, move |txn| {
+            .audit
+            .audited(vec![audit], authorization, move |txn| {
                 Box::pin(async move {
                     if store::count_webhooks(txn).await? >= validate::MAX_WEBHOOKS {
                         return Err(ApiError::resource_exhausted(format!(
@@ -317,7 +302,8 @@ impl NotificationService for NotificationServiceImpl {
         }));
         let authorization = authorize(&caller, "UpdateWebhook", &webhook_id);
         let webhook = self
-            .audited(audit, authorization, move |txn| {
+            .audit
+            .audited(vec![audit], authorization, move |txn| {
                 Box::pin(async move {
                     let mut record = store::get_webhook(txn, &webhook_id)
                         .await?
@@ -360,16 +346,17 @@ impl NotificationService for NotificationServiceImpl {
             &resource(&webhook_id),
         );
         let authorization = authorize(&caller, "DeleteWebhook", &webhook_id);
-        self.audited(audit, authorization, move |txn| {
-            Box::pin(async move {
-                if store::delete_webhook(txn, &webhook_id).await? {
-                    Ok(())
-                } else {
-                    Err(not_found(&webhook_id))
-                }
+        self.audit
+            .audited(vec![audit], authorization, move |txn| {
+                Box::pin(async move {
+                    if store::delete_webhook(txn, &webhook_id).await? {
+                        Ok(())
+                    } else {
+                        Err(not_found(&webhook_id))
+                    }
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(Response::new(pb::DeleteWebhookResponse {}))
     }
 
@@ -390,7 +377,8 @@ impl NotificationService for NotificationServiceImpl {
         );
         let authorization = authorize(&caller, "RotateWebhookSecret", &webhook_id);
         let webhook = self
-            .audited(audit, authorization, move |txn| {
+            .audit
+            .audited(vec![audit], authorization, move |txn| {
                 Box::pin(async move {
                     let mut record = store::get_webhook(txn, &webhook_id)
                         .await?

@@ -1049,22 +1049,6 @@ impl ParameterServiceImpl {
             data_type: version.data_type.clone(),
         }
     }
-
-    /// Runs `change` in a transaction after `authorization` passed, and audits the outcome:
-    /// with the change on success, on their own after a rollback on failure or denial.
-    async fn audited<T, F>(
-        &self,
-        records: Vec<AuditRecord>,
-        authorization: Result<(), ApiError>,
-        change: F,
-    ) -> Result<T, ApiError>
-    where
-        F: for<'t> FnOnce(
-            &'t DatabaseTransaction,
-        ) -> futures::future::BoxFuture<'t, Result<T, ApiError>>,
-    {
-        self.audit.audited(records, authorization, change).await
-    }
 }
 
 fn check_names(names: &[String]) -> Result<(), ApiError> {
@@ -1116,6 +1100,7 @@ impl ParameterService for ParameterServiceImpl {
         let principal = caller.principal.to_string();
         let changed = name.clone();
         let outcome = self
+            .audit
             .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
                     let outcome = put(txn, &keys, checked, now).await?;
@@ -1334,6 +1319,7 @@ impl ParameterService for ParameterServiceImpl {
         let principal = caller.principal.to_string();
         let now = self.clock.now();
         let deleted = self
+            .audit
             .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
                     let parameter = store::get_parameter(txn, &name)
@@ -1385,6 +1371,7 @@ impl ParameterService for ParameterServiceImpl {
         let principal = caller.principal.to_string();
         let now = self.clock.now();
         let (deleted_parameters, invalid_parameters) = self
+            .audit
             .audited(records, authorization, move |txn| {
                 Box::pin(async move {
                     let mut deleted = Vec::new();
@@ -1521,6 +1508,7 @@ impl ParameterService for ParameterServiceImpl {
         let principal = caller.principal.to_string();
         let now = self.clock.now();
         let outcome = self
+            .audit
             .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
                     let parameter = store::get_parameter(txn, &name)
@@ -1587,6 +1575,7 @@ impl ParameterService for ParameterServiceImpl {
         let principal = caller.principal.to_string();
         let now = self.clock.now();
         let outcome = self
+            .audit
             .audited(vec![record], authorization, move |txn| {
                 Box::pin(async move {
                     let parameter = store::get_parameter(txn, &name)
@@ -1700,23 +1689,24 @@ impl ParameterService for ParameterServiceImpl {
         )
         .details(serde_json::json!({ "keys": tags.keys().collect::<Vec<_>>() }));
         let authorization = authorize(&caller, "AddTagsToResource", &name);
-        self.audited(vec![record], authorization, move |txn| {
-            Box::pin(async move {
-                if store::get_parameter(txn, &name).await?.is_none() {
-                    return Err(resource_missing("tag", &name));
-                }
-                let mut merged = store::tags(txn, &name).await?;
-                merged.extend(tags.clone());
-                if merged.len() > MAX_TAGS_PER_PARAMETER {
-                    return Err(ApiError::resource_exhausted(format!(
+        self.audit
+            .audited(vec![record], authorization, move |txn| {
+                Box::pin(async move {
+                    if store::get_parameter(txn, &name).await?.is_none() {
+                        return Err(resource_missing("tag", &name));
+                    }
+                    let mut merged = store::tags(txn, &name).await?;
+                    merged.extend(tags.clone());
+                    if merged.len() > MAX_TAGS_PER_PARAMETER {
+                        return Err(ApiError::resource_exhausted(format!(
                         "tag parameter {name}: at most {MAX_TAGS_PER_PARAMETER} tags per parameter"
                     ))
                     .with_reason(TOO_MANY_TAGS));
-                }
-                store::put_tags(txn, &name, &tags).await
+                    }
+                    store::put_tags(txn, &name, &tags).await
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(Response::new(pb::AddTagsToResourceResponse {}))
     }
 
@@ -1740,15 +1730,16 @@ impl ParameterService for ParameterServiceImpl {
         )
         .details(serde_json::json!({ "keys": keys }));
         let authorization = authorize(&caller, "RemoveTagsFromResource", &name);
-        self.audited(vec![record], authorization, move |txn| {
-            Box::pin(async move {
-                if store::get_parameter(txn, &name).await?.is_none() {
-                    return Err(resource_missing("untag", &name));
-                }
-                store::remove_tags(txn, &name, &keys).await
+        self.audit
+            .audited(vec![record], authorization, move |txn| {
+                Box::pin(async move {
+                    if store::get_parameter(txn, &name).await?.is_none() {
+                        return Err(resource_missing("untag", &name));
+                    }
+                    store::remove_tags(txn, &name, &keys).await
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(Response::new(pb::RemoveTagsFromResourceResponse {}))
     }
 
