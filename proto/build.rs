@@ -30,6 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // No `XClient::connect(url)` constructors: callers build their own `Channel` (TLS,
+        // timeouts), and `AgentChannel.Connect` would clash with it.
+        .build_transport(false)
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

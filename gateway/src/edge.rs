@@ -27,6 +27,10 @@ pub const CLIENT_EXPIRES_AT_HEADER: &str = "x-bosun-client-expires-at";
 /// Calls that need no token: logging in, health checks and reflection.
 pub const PUBLIC_PATHS: &[&str] = &[
     "/bosun.auth.v1.AuthService/Login",
+    // The activation code is the credential.
+    "/bosun.inventory.v1.NodeService/RegisterManagedInstance",
+    // The stream authenticates itself: a signed challenge (see agent.proto).
+    "/bosun.agent.v1.AgentChannel/Connect",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",

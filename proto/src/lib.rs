@@ -42,3 +42,15 @@ pub mod notifications {
         tonic::include_proto!("bosun.notifications.v1");
     }
 }
+
+pub mod agent {
+    pub mod v1 {
+        tonic::include_proto!("bosun.agent.v1");
+    }
+}
+
+pub mod inventory {
+    pub mod v1 {
+        tonic::include_proto!("bosun.inventory.v1");
+    }
+}

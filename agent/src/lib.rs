@@ -1,0 +1,1 @@
+//! bosun-agent (being written).

@@ -1,0 +1,1 @@
+//! The gateway's half of `AgentChannel` (being written).

@@ -1,0 +1,1 @@
+//! Presence: node → gateway replica (being written).

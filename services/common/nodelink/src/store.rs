@@ -1,0 +1,1 @@
+//! `node_messages` and `NodeLink` (being written).

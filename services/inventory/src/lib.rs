@@ -1,0 +1,1 @@
+//! NodeService and ResourceGroupService (being written).
