@@ -7,6 +7,8 @@ use anyhow::{Context, bail};
 use bosun_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bosun_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bosun_proto::documents::v1::document_service_client::DocumentServiceClient;
+use bosun_proto::inventory::v1::node_service_client::NodeServiceClient;
+use bosun_proto::inventory::v1::resource_group_service_client::ResourceGroupServiceClient;
 use bosun_proto::notifications::v1::notification_service_client::NotificationServiceClient;
 use bosun_proto::parameters::v1::parameter_service_client::ParameterServiceClient;
 use chrono::{DateTime, Utc};
@@ -90,6 +92,8 @@ pub type AuditClient = AuditServiceClient<InterceptedService<Channel, BearerAuth
 pub type DocumentsClient = DocumentServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type ParametersClient = ParameterServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type NotificationsClient = NotificationServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub type NodesClient = NodeServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub type ResourceGroupsClient = ResourceGroupServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 /// An open channel plus the credentials to use on it.
 #[derive(Clone, Debug)]
@@ -129,6 +133,14 @@ impl Connection {
 
     pub fn notifications(&self) -> NotificationsClient {
         NotificationServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn nodes(&self) -> NodesClient {
+        NodeServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn resource_groups(&self) -> ResourceGroupsClient {
+        ResourceGroupServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 }
 

@@ -21,9 +21,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 
 use crate::commands::Context;
+use crate::commands::activations::ActivationCommand;
 use crate::commands::api_keys::ApiKeysCommand;
 use crate::commands::audit::AuditCommand;
 use crate::commands::documents::DocCommand;
+use crate::commands::groups::GroupCommand;
+use crate::commands::nodes::NodeCommand;
 use crate::commands::parameters::ParamCommand;
 use crate::commands::roles::RolesCommand;
 use crate::commands::session::LoginArgs;
@@ -107,6 +110,15 @@ enum Command {
     /// Manage webhooks: HTTP endpoints that receive change events, signed, with retries.
     #[command(subcommand, visible_alias = "webhooks")]
     Webhook(WebhookCommand),
+    /// Manage activations: the id and code with which nodes register.
+    #[command(subcommand, visible_alias = "activations")]
+    Activation(ActivationCommand),
+    /// Manage nodes: list them with their ping status and facts, tag and deregister them.
+    #[command(subcommand, visible_alias = "nodes")]
+    Node(NodeCommand),
+    /// Manage resource groups: named tag queries over nodes, resolved live.
+    #[command(subcommand, visible_alias = "groups")]
+    Group(GroupCommand),
     /// Run the all-in-one Bosun server.
     Server(server::ServerArgs),
     /// Run one Bosun service on its own.
@@ -164,6 +176,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doc(command) => commands::documents::run(&make_context()?, command).await,
         Command::Param(command) => commands::parameters::run(&make_context()?, command).await,
         Command::Webhook(command) => webhook::run(&make_context()?, command).await,
+        Command::Activation(command) => commands::activations::run(&make_context()?, command).await,
+        Command::Node(command) => commands::nodes::run(&make_context()?, command).await,
+        Command::Group(command) => commands::groups::run(&make_context()?, command).await,
     }
 }
 
@@ -364,6 +379,152 @@ mod tests {
         );
         assert!(parse(&["webhook", "deliveries", "id", "--max", "0"]).is_err());
         assert!(parse(&["webhooks", "rotate-secret", "id"]).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn activation_create_takes_a_lifetime_or_a_time_and_tags() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "activation",
+            "create",
+            "--description",
+            "web fleet",
+            "--default-instance-name",
+            "web",
+            "--limit",
+            "10",
+            "--expires-in",
+            "7d",
+            "--tag",
+            "env=prod",
+            "--tag",
+            "team=ops",
+        ])?;
+        let Command::Activation(ActivationCommand::Create {
+            limit,
+            expires_in,
+            expires_at,
+            tags,
+            ..
+        }) = cli.command
+        else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(limit, Some(10));
+        assert_eq!(expires_in, Some(std::time::Duration::from_secs(7 * 86_400)));
+        assert_eq!(expires_at, None);
+        let tags: Vec<_> = tags
+            .iter()
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .collect();
+        assert_eq!(tags, [("env", "prod"), ("team", "ops")]);
+
+        assert!(
+            parse(&[
+                "activation",
+                "create",
+                "--expires-at",
+                "2030-01-31T18:00:00Z"
+            ])
+            .is_ok()
+        );
+        for bad in [
+            &[
+                "activation",
+                "create",
+                "--expires-in",
+                "1d",
+                "--expires-at",
+                "2030-01-31T18:00:00Z",
+            ][..],
+            &["activation", "create", "--expires-at", "2030-01-31"],
+            &["activation", "create", "--expires-in", "soon"],
+            &["activation", "create", "--limit", "0"],
+            &["activation", "create", "--tag", "env"],
+            &["activation", "rm"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse(&["activations", "ls"]).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn node_commands_parse() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "node",
+            "ls",
+            "--filter",
+            "PlatformType=Linux,MacOS",
+            "--ping",
+            "connection-lost",
+            "--tag",
+            "env=prod",
+            "--group",
+            "web",
+            "--max",
+            "5",
+        ])?;
+        let Command::Node(NodeCommand::Ls(args)) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(args.filters[0].values, ["Linux", "MacOS"]);
+        assert_eq!(args.ping, [commands::nodes::PingArg::ConnectionLost]);
+        assert_eq!(args.group.as_deref(), Some("web"));
+        assert_eq!(args.max, Some(5));
+        for bad in [
+            &["node", "ls", "--ping", "asleep"][..],
+            &["node", "ls", "--filter", "PlatformType"],
+            &["node", "ls", "--max", "0"],
+            &["node", "ls", "--all", "--max", "3"],
+            &["node", "tag", "mi-1"],
+            &["node", "tag", "mi-1", "novalue"],
+            &["node", "untag", "mi-1"],
+            &["node", "show"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse(&["nodes", "ls", "--all"]).is_ok());
+        assert!(parse(&["node", "tag", "mi-1", "a=b", "c="]).is_ok());
+        assert!(parse(&["node", "untag", "mi-1", "a", "c"]).is_ok());
+        assert!(parse(&["node", "deregister", "mi-1"]).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn group_queries_need_a_tag_filter() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "group",
+            "create",
+            "web",
+            "--tag",
+            "env=prod,stage",
+            "--tag",
+            "role",
+            "--resource-type",
+            "Bosun::Node",
+            "--description",
+            "web servers",
+        ])?;
+        let Command::Group(GroupCommand::Create { name, query, .. }) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(name, "web");
+        assert_eq!(query.tags[0].values, ["prod", "stage"]);
+        assert!(query.tags[1].values.is_empty());
+        assert_eq!(query.resource_types, ["Bosun::Node"]);
+        assert!(parse(&["group", "create", "web"]).is_err());
+        assert!(parse(&["group", "update", "web", "--description", "x"]).is_err());
+        assert!(parse(&["group", "update", "web", "--tag", "env=prod"]).is_ok());
+        assert!(parse(&["group", "create", "web", "--tag", "=prod"]).is_err());
+        for ok in [
+            &["groups", "ls"][..],
+            &["group", "show", "web"],
+            &["group", "resources", "web"],
+            &["group", "rm", "web"],
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
         Ok(())
     }
 

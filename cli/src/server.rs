@@ -14,6 +14,10 @@ use bosun_auth::{KeyRing, TokenVerifier};
 use bosun_core::lifecycle::{Tasks, cancel_on_signals};
 use bosun_documents::DocumentServiceImpl;
 use bosun_gateway::{AuthConfig, Bootstrap, GatewayDeps, LocalServices};
+use bosun_inventory::{Directory, NodeServiceImpl, ResourceGroupServiceImpl};
+use bosun_nodelink::{
+    AgentEdge, ChannelOptions, MemoryPresence, NodeLink, Presence, RedisPresence,
+};
 use bosun_notifications::{
     DeliveryWorker, IntakeWorker, NotificationServiceImpl, NotificationsConfig,
 };
@@ -30,7 +34,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
+#[path = "local_agent.rs"]
+mod local_agent;
+
 const AUDIT_SERVICE: &str = "bosun.audit.v1.AuditService";
+const AGENT_CHANNEL: &str = "bosun.agent.v1.AgentChannel";
 
 /// A secret in configuration: never printed, never serialized back.
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +73,53 @@ pub struct ServerConfig {
     pub routes: BTreeMap<String, String>,
     pub parameters: ParametersConfig,
     pub notifications: NotificationsConfig,
+    pub agents: AgentsConfig,
+}
+
+/// `[agents]` in bosun.toml: the agent channel the gateway holds, and the node of `bosun server`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// How often agents send a heartbeat (told to each agent when it connects).
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A node not heard from for this long is ConnectionLost.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// Agent handshakes in flight per gateway; more are shed with RESOURCE_EXHAUSTED and a
+    /// retry hint, so a reconnect storm cannot topple the gateway.
+    pub max_handshakes: usize,
+    /// `bosun server` only: register this machine as a node and run its agent in the server
+    /// process (state in `<data_dir>/agent`).
+    pub local_agent: bool,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            heartbeat_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(120),
+            max_handshakes: 512,
+            local_agent: true,
+        }
+    }
+}
+
+impl AgentsConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.heartbeat_interval < Duration::from_secs(1)
+            || self.heartbeat_interval > Duration::from_secs(3600)
+        {
+            anyhow::bail!("agents.heartbeat_interval: must be between 1s and 1h");
+        }
+        if self.ping_timeout < self.heartbeat_interval * 2 {
+            anyhow::bail!("agents.ping_timeout: must be at least twice agents.heartbeat_interval");
+        }
+        if !(1..=100_000).contains(&self.max_handshakes) {
+            anyhow::bail!("agents.max_handshakes: must be between 1 and 100000");
+        }
+        Ok(())
+    }
 }
 
 /// `[parameters]` in bosun.toml.
@@ -105,6 +160,7 @@ impl Default for ServerConfig {
             routes: BTreeMap::new(),
             parameters: ParametersConfig::default(),
             notifications: NotificationsConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -123,6 +179,7 @@ impl ServerConfig {
             .map_err(|error| anyhow::anyhow!("log_format: {error}"))?;
         self.auth.validate().map_err(anyhow::Error::msg)?;
         self.notifications.validate().map_err(anyhow::Error::msg)?;
+        self.agents.validate()?;
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -209,6 +266,9 @@ pub enum ServiceName {
     Parameters,
     /// bosun.notifications.v1.NotificationService with its intake and delivery workers.
     Notifications,
+    /// bosun.inventory.v1.NodeService and ResourceGroupService (the agent channel itself is
+    /// held by the gateway).
+    Inventory,
 }
 
 /// Flags of `bosun serve <service>`.
@@ -249,14 +309,18 @@ pub fn load_config(
     let env: BTreeMap<String, String> = env
         .iter()
         .filter(|(key, _)| {
-            !NOT_SERVER_SETTINGS.contains(&key.as_str()) && !key.starts_with("BOSUN_TEST_")
+            !NOT_SERVER_SETTINGS.contains(&key.as_str())
+                && !key.starts_with("BOSUN_TEST_")
+                && !key.starts_with("BOSUN_AGENT_")
+                && !key.starts_with("BOSUN_ACTIVATION_")
         })
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     Ok(bosun_core::config::load(file, &env, &flags)?)
 }
 
-/// `BOSUN_*` variables that are not server settings.
+/// `BOSUN_*` variables that are not server settings (besides `BOSUN_TEST_*`, and the agent's
+/// `BOSUN_AGENT_*` and `BOSUN_ACTIVATION_*`).
 const NOT_SERVER_SETTINGS: &[&str] = &[
     "BOSUN_CONFIG",
     "BOSUN_CONFIG_DIR",
@@ -380,27 +444,131 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     bosun_store::migrate::<bosun_documents::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_notifications::Migrator>(&db).await?;
+    bosun_store::migrate::<bosun_inventory::Migrator>(&db).await?;
+    bosun_store::migrate::<bosun_nodelink::Migrator>(&db).await?;
     let audit = AuditLog::new(db.clone());
     let keys = parameter_keys(&process)?;
     let notifications = notification_service(&process, &db, &audit, &queue, keys.clone())?;
     // On its embedded store the all-in-one server is the only writer there is.
     let only_writer = process.config.database_url.is_none();
     let parameters = parameter_service(&process, &db, &audit, &queue, keys, only_writer).await?;
+    let link = node_link(&process, &db, &queue).await?;
+    let edge = agent_edge(&process, &db, &link);
     let local = LocalServices {
         routes: Routes::default()
             .add_service(AuditServiceImpl::new(db.clone()).into_server())
             .add_service(DocumentServiceImpl::new(db.clone(), audit.clone()).into_server())
             .add_service(parameters.into_server())
-            .add_service(notifications.into_server()),
+            .add_service(notifications.into_server())
+            .add_service(node_service(&process, &db, &audit, &link).into_server())
+            .add_service(ResourceGroupServiceImpl::new(db.clone(), audit.clone()).into_server())
+            .add_service(edge.into_server()),
         names: vec![
             AUDIT_SERVICE,
             bosun_documents::SERVICE_NAME,
             bosun_parameters::SERVICE_NAME,
             bosun_notifications::SERVICE_NAME,
+            bosun_inventory::NODE_SERVICE_NAME,
+            bosun_inventory::GROUP_SERVICE_NAME,
+            AGENT_CHANNEL,
         ],
     };
+    // This machine as a node, on the embedded store only: with a shared PostgreSQL several
+    // servers (sharing a data directory, maybe) would claim one identity.
+    if process.config.agents.local_agent && process.config.database_url.is_none() {
+        let url = format!("http://{}", loopback(process.listen));
+        let state_dir = process.config.data_dir.join("agent");
+        let (db, audit, shutdown) = (db.clone(), audit.clone(), process.shutdown.clone());
+        process.tasks.spawn("local-agent", async move {
+            if let Err(error) = local_agent::run(url, state_dir, db, audit, shutdown).await {
+                tracing::error!(error = %format!("{error:#}"), "this machine's agent stopped");
+            }
+            Ok(())
+        });
+    }
     let router = gateway_router(&process, db, audit, local).await?;
     process.run(router).await
+}
+
+/// The address to dial this process on: `listen`, or loopback when it listens on all
+/// interfaces.
+fn loopback(listen: SocketAddr) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        let ip = if listen.is_ipv4() {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        } else {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        };
+        SocketAddr::new(ip, listen.port())
+    } else {
+        listen
+    }
+}
+
+/// Node messaging over this process's queue, with node presence in Redis when there is one
+/// (every gateway replica and sender must see it) and in memory otherwise.
+async fn node_link(
+    process: &Process,
+    db: &DatabaseConnection,
+    queue: &Arc<dyn Queue>,
+) -> anyhow::Result<NodeLink> {
+    let presence: Arc<dyn Presence> = match &process.config.redis_url {
+        Some(url) => Arc::new(RedisPresence::connect(url, &process.config.redis_prefix).await?),
+        None => Arc::new(MemoryPresence::new()),
+    };
+    Ok(NodeLink::new(db.clone(), queue.clone(), presence))
+}
+
+/// The agent channel this gateway process holds, its inbox, ping and re-send work started as
+/// a critical task.
+fn agent_edge(process: &Process, db: &DatabaseConnection, link: &NodeLink) -> AgentEdge {
+    let agents = &process.config.agents;
+    let edge = AgentEdge::new(
+        link.clone(),
+        Arc::new(Directory::new(db.clone())),
+        ChannelOptions {
+            heartbeat_interval: agents.heartbeat_interval,
+            max_handshakes: agents.max_handshakes,
+            ..ChannelOptions::default()
+        },
+    );
+    let (running, shutdown) = (edge.clone(), process.shutdown.clone());
+    process
+        .tasks
+        .spawn_critical("agent-channel", async move { running.run(shutdown).await });
+    // Messages acknowledged or expired a day ago are history; every gateway purges (the
+    // deletes are idempotent), so no replica is special.
+    let (link, shutdown) = (link.clone(), process.shutdown.clone());
+    process.tasks.spawn("node-message-purge", async move {
+        let mut every = tokio::time::interval(NODE_MESSAGE_PURGE_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = every.tick() => {}
+            }
+            let before = chrono::Utc::now() - NODE_MESSAGE_RETENTION;
+            match link.purge_settled(before).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::debug!(purged, "purged settled node messages"),
+                Err(error) => tracing::warn!(%error, "purging settled node messages failed"),
+            }
+        }
+    });
+    edge
+}
+
+/// How long acknowledged or expired node messages are kept, and how often they are purged.
+const NODE_MESSAGE_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
+const NODE_MESSAGE_PURGE_EVERY: Duration = Duration::from_secs(600);
+
+fn node_service(
+    process: &Process,
+    db: &DatabaseConnection,
+    audit: &AuditLog,
+    link: &NodeLink,
+) -> NodeServiceImpl {
+    NodeServiceImpl::new(db.clone(), audit.clone(), Arc::new(link.clone()))
+        .with_ping_timeout(process.config.agents.ping_timeout)
 }
 
 /// Runs one service on its own.
@@ -409,11 +577,17 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         ServiceName::Gateway => {
             let process = Process::start(&args.common, "bosun-gateway")?;
             let db = process.open_store().await?;
+            let queue = process.open_queue().await?;
             bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            // The agent channel reads node keys and records pings in inventory's tables.
+            bosun_store::migrate::<bosun_inventory::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_nodelink::Migrator>(&db).await?;
             let audit = AuditLog::new(db.clone());
+            let link = node_link(&process, &db, &queue).await?;
+            let edge = agent_edge(&process, &db, &link);
             let local = LocalServices {
-                routes: Routes::default(),
-                names: Vec::new(),
+                routes: Routes::default().add_service(edge.into_server()),
+                names: vec![AGENT_CHANNEL],
             };
             let router = gateway_router(&process, db, audit, local).await?;
             process.run(router).await
@@ -455,6 +629,20 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .into_server(),
             );
             run_standalone(process, routes, bosun_parameters::SERVICE_NAME).await
+        }
+        ServiceName::Inventory => {
+            let process = Process::start(&args.common, "bosun-inventory")?;
+            let db = process.open_store().await?;
+            let queue = process.open_queue().await?;
+            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_inventory::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_nodelink::Migrator>(&db).await?;
+            let audit = AuditLog::new(db.clone());
+            let link = node_link(&process, &db, &queue).await?;
+            let routes = Routes::default()
+                .add_service(node_service(&process, &db, &audit, &link).into_server())
+                .add_service(ResourceGroupServiceImpl::new(db, audit).into_server());
+            run_standalone(process, routes, bosun_inventory::NODE_SERVICE_NAME).await
         }
         ServiceName::Notifications => {
             let process = Process::start(&args.common, "bosun-notifications")?;

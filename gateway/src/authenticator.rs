@@ -133,6 +133,13 @@ impl Authenticator {
             .map_err(ApiError::from)?;
         let principal = Principal::parse(&claims.sub)
             .map_err(|_| ApiError::Unauthenticated("token names no valid principal".into()))?;
+        // A node speaks only through the agent channel, whose stream proves the node's key
+        // itself; a token naming a node is refused for everything else.
+        if let Principal::Node(_) = principal {
+            return Err(ApiError::PermissionDenied(format!(
+                "{principal} may call only bosun.agent.v1.AgentChannel"
+            )));
+        }
         let session = self.session(&principal, &claims).await?;
         let (token, internal_claims) = self
             .issuer

@@ -1,9 +1,12 @@
 //! The operator commands, one module per area, and what they share: the server, the token
 //! choice, the output format, and paging.
 
+pub mod activations;
 pub mod api_keys;
 pub mod audit;
 pub mod documents;
+pub mod groups;
+pub mod nodes;
 pub mod parameters;
 pub mod roles;
 pub mod session;
