@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+pub mod agents;
 pub mod raw;
 
 /// The admin password every test server starts with.
@@ -202,6 +203,11 @@ impl Process {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|child| child.id())
     }
 
     /// What the process wrote to stderr so far.

@@ -78,7 +78,17 @@ pub async fn call_empty(
     }
     let path: http::uri::PathAndQuery = path.parse()?;
     match grpc.streaming(request, path, RawCodec).await {
-        Ok(_) => Ok(tonic::Status::ok("")),
+        // A streaming answer carries its status in the trailers: read to the end.
+        Ok(response) => {
+            let mut messages = response.into_inner();
+            loop {
+                match messages.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Ok(tonic::Status::ok("")),
+                    Err(status) => return Ok(status),
+                }
+            }
+        }
         Err(status) => Ok(status),
     }
 }

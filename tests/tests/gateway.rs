@@ -52,16 +52,23 @@ async fn every_rpc_without_a_token_is_unauthenticated() -> anyhow::Result<()> {
         .await?;
         assert_ne!(status.code(), Code::Ok, "{method} accepted a garbage token");
     }
-    // Login alone is open; an empty login is refused for its missing fields.
+    // Login and node registration alone are open (an empty one is refused for its missing
+    // fields); the agent channel is open at the edge but its stream demands a signed hello.
     assert_eq!(
         public,
-        vec![(
-            "/bosun.auth.v1.AuthService/Login".to_string(),
-            Code::InvalidArgument
-        )]
+        vec![
+            (
+                "/bosun.auth.v1.AuthService/Login".to_string(),
+                Code::InvalidArgument
+            ),
+            (
+                "/bosun.inventory.v1.NodeService/RegisterManagedInstance".to_string(),
+                Code::InvalidArgument
+            )
+        ]
     );
     for method in &methods {
-        if method.ends_with("/Login") {
+        if method.ends_with("/Login") || method.ends_with("/RegisterManagedInstance") {
             continue;
         }
         let status = call_empty(
