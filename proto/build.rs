@@ -34,6 +34,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // timeouts), and `AgentChannel.Connect` would clash with it.
         .build_transport(false)
         .compile_fds(compiler.file_descriptor_set())?;
+
+    // The agent channel again, over the first pass's output, with the lean codec: a gateway
+    // holds one of its streams per node for days (see src/codec.rs).
+    let mut agent = compiler.file_descriptor_set();
+    agent.file.retain(|file| {
+        file.name() == "bosun/agent/v1/agent.proto" || file.name().starts_with("google/protobuf/")
+    });
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        .codec_path("crate::codec::LeanCodec")
+        .compile_fds(agent)?;
     Ok(())
 }
 

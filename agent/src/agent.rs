@@ -79,6 +79,7 @@ pub struct Agent {
     journal: Arc<dyn Journal>,
     executor: Arc<dyn Executor>,
     options: AgentOptions,
+    channel: Option<tonic::transport::Channel>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -155,13 +156,24 @@ impl Agent {
             journal,
             executor,
             options,
+            channel: None,
         }
+    }
+
+    /// Uses `channel` instead of dialling `endpoint`: the fleet simulator multiplexes many
+    /// agents' streams over one HTTP/2 connection, as a proxy in front of the gateways would.
+    pub fn with_channel(mut self, channel: tonic::transport::Channel) -> Self {
+        self.channel = Some(channel);
+        self
     }
 
     /// Runs until `shutdown` (then drains: see [`AgentOptions::shutdown_grace`]) or until the
     /// node is deregistered. Connection failures are retried forever with back-off.
     pub async fn run(self, shutdown: CancellationToken) -> Result<Exit, AgentError> {
-        let channel = self.endpoint.channel()?;
+        let channel = match &self.channel {
+            Some(channel) => channel.clone(),
+            None => self.endpoint.channel()?,
+        };
         let mut client = AgentChannelClient::new(channel);
         let mut state = RunState {
             notify: Arc::new(Notify::new()),

@@ -8,7 +8,11 @@
 //! cargo build --release -p bosun-cli -p bosun-tests --bins
 //! target/release/fleet_sim --agents 10000 [--store sqlite|postgres] [--hold 60]
 //!     [--heartbeat 30] [--ramp 5000] [--register-concurrency 64] [--restart]
+//!     [--streams-per-connection 1]
 //! ```
+//! `--streams-per-connection N` multiplexes N agents over one HTTP/2 connection, as an HTTP/2
+//! proxy in front of the gateways would: it separates what a stream costs the gateway from what
+//! a connection costs, and lets one process hold more streams than it may open descriptors.
 //! Runs as root raise their own open-file limit (the server inherits it); otherwise raise it
 //! first (`ulimit -n`). One loopback source address carries at most ~28,000 connections to one
 //! port, so agents are spread over 127.0.0.2, 127.0.0.3, … (20,000 each).
@@ -41,6 +45,7 @@ struct Options {
     ramp: usize,
     register_concurrency: usize,
     restart: bool,
+    streams_per_connection: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -52,6 +57,7 @@ fn options() -> anyhow::Result<Options> {
         ramp: 5000,
         register_concurrency: 64,
         restart: false,
+        streams_per_connection: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -64,14 +70,22 @@ fn options() -> anyhow::Result<Options> {
             "--ramp" => options.ramp = value()?.parse()?,
             "--register-concurrency" => options.register_concurrency = value()?.parse()?,
             "--restart" => options.restart = true,
+            "--streams-per-connection" => options.streams_per_connection = value()?.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
     if !["sqlite", "postgres"].contains(&options.store.as_str()) {
         bail!("--store must be sqlite or postgres");
     }
-    if options.agents == 0 || options.ramp == 0 || options.register_concurrency == 0 {
-        bail!("--agents, --ramp and --register-concurrency must be positive");
+    if options.agents == 0
+        || options.ramp == 0
+        || options.register_concurrency == 0
+        || !(1..=200).contains(&options.streams_per_connection)
+    {
+        bail!(
+            "--agents, --ramp and --register-concurrency must be positive, \
+             --streams-per-connection 1-200"
+        );
     }
     if options.heartbeat == 0 {
         bail!("--heartbeat must be at least 1 (seconds)");
@@ -302,8 +316,8 @@ async fn main() -> anyhow::Result<()> {
     let token = server.admin_token().await?;
     let pid = server.pid().context("server has no pid")?;
     println!(
-        "fleet_sim: {} agents, store {}, heartbeat {} s",
-        options.agents, options.store, options.heartbeat
+        "fleet_sim: {} agents, store {}, heartbeat {} s, {} stream(s) per connection",
+        options.agents, options.store, options.heartbeat, options.streams_per_connection
     );
 
     let started = Instant::now();
@@ -324,12 +338,16 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut agents = tokio::task::JoinSet::new();
     let started = Instant::now();
+    let mut shared = None;
     for (index, identity) in identities.into_iter().enumerate() {
         if index > 0 && index % options.ramp == 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let mut endpoint = EndpointConfig::new(server.url.clone());
-        endpoint.local_address = Some(source_address(index));
+        endpoint.local_address = Some(source_address(index / options.streams_per_connection));
+        if index % options.streams_per_connection == 0 {
+            shared = Some(endpoint.channel()?);
+        }
         let mut agent_options = AgentOptions::new(facts(index));
         agent_options.shutdown_grace = Duration::from_secs(1);
         agent_options.flush_timeout = Duration::from_secs(1);
@@ -340,6 +358,10 @@ async fn main() -> anyhow::Result<()> {
             echo.clone(),
             agent_options,
         );
+        let agent = match (&shared, options.streams_per_connection) {
+            (Some(channel), n) if n > 1 => agent.with_channel(channel.clone()),
+            _ => agent,
+        };
         let stop = shutdown.clone();
         agents.spawn(async move { agent.run(stop).await });
     }
@@ -379,16 +401,16 @@ async fn main() -> anyhow::Result<()> {
         let mut back = 0;
         while killed.elapsed() < Duration::from_secs(600) {
             back = open_fds(new_pid).saturating_sub(baseline_fds);
-            if back >= options.agents {
+            if back >= options.agents.div_ceil(options.streams_per_connection) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         println!(
-            "gateway killed and restarted (serving again after {:.1} s): {back} of {} agents \
-             reconnected {:.1} s after the kill",
+            "gateway killed and restarted (serving again after {:.1} s): {back} of {} agent \
+             connections back {:.1} s after the kill",
             restarted_in.as_secs_f64(),
-            options.agents,
+            options.agents.div_ceil(options.streams_per_connection),
             killed.elapsed().as_secs_f64()
         );
         if let Some(pid) = server.pid() {
