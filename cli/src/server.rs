@@ -92,6 +92,10 @@ pub struct AgentsConfig {
     /// `bosun server` only: register this machine as a node and run its agent in the server
     /// process (state in `<data_dir>/agent`).
     pub local_agent: bool,
+    /// This gateway's name for presence and its inbox stream `node-inbox.<replica_id>`. Unset:
+    /// a random one per start. A stable name (the pod or host name) lets a restarted gateway
+    /// take its inbox up again instead of leaving it behind in Redis.
+    pub replica_id: Option<String>,
 }
 
 impl Default for AgentsConfig {
@@ -101,6 +105,7 @@ impl Default for AgentsConfig {
             ping_timeout: Duration::from_secs(120),
             max_handshakes: 512,
             local_agent: true,
+            replica_id: None,
         }
     }
 }
@@ -114,6 +119,17 @@ impl AgentsConfig {
         }
         if self.ping_timeout < self.heartbeat_interval * 2 {
             anyhow::bail!("agents.ping_timeout: must be at least twice agents.heartbeat_interval");
+        }
+        if let Some(id) = &self.replica_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            anyhow::bail!(
+                "agents.replica_id: must be 1 to 64 characters of letters, digits, '_', '-' or '.'"
+            );
         }
         if !(1..=100_000).contains(&self.max_handshakes) {
             anyhow::bail!("agents.max_handshakes: must be between 1 and 100000");
@@ -523,15 +539,15 @@ async fn node_link(
 /// a critical task.
 fn agent_edge(process: &Process, db: &DatabaseConnection, link: &NodeLink) -> AgentEdge {
     let agents = &process.config.agents;
-    let edge = AgentEdge::new(
-        link.clone(),
-        Arc::new(Directory::new(db.clone())),
-        ChannelOptions {
-            heartbeat_interval: agents.heartbeat_interval,
-            max_handshakes: agents.max_handshakes,
-            ..ChannelOptions::default()
-        },
-    );
+    let mut options = ChannelOptions {
+        heartbeat_interval: agents.heartbeat_interval,
+        max_handshakes: agents.max_handshakes,
+        ..ChannelOptions::default()
+    };
+    if let Some(id) = &agents.replica_id {
+        options.replica_id = format!("gw-{id}");
+    }
+    let edge = AgentEdge::new(link.clone(), Arc::new(Directory::new(db.clone())), options);
     let (running, shutdown) = (edge.clone(), process.shutdown.clone());
     process
         .tasks
@@ -905,6 +921,38 @@ mod tests {
             redis_url: None,
             log_format: None,
         }
+    }
+
+    #[test]
+    fn agent_settings_are_checked_and_agent_variables_are_not_settings() -> anyhow::Result<()> {
+        let load = |pairs: &[(&str, &str)]| {
+            let env: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            load_config(&args(), &env).and_then(|config| config.validate().map(|_| config))
+        };
+        // The agent's own variables may share the environment with a server.
+        let config = load(&[
+            ("BOSUN_AGENT_STATE_DIR", "/var/lib/bosun-agent"),
+            ("BOSUN_ACTIVATION_CODE", "bac_x"),
+            ("BOSUN_AGENTS__REPLICA_ID", "gateway-1"),
+        ])?;
+        assert_eq!(config.agents.replica_id.as_deref(), Some("gateway-1"));
+        for (key, value, field) in [
+            ("BOSUN_AGENTS__REPLICA_ID", "a/b", "agents.replica_id"),
+            (
+                "BOSUN_AGENTS__HEARTBEAT_INTERVAL",
+                "0s",
+                "agents.heartbeat_interval",
+            ),
+            ("BOSUN_AGENTS__PING_TIMEOUT", "31s", "agents.ping_timeout"),
+            ("BOSUN_AGENTS__MAX_HANDSHAKES", "0", "agents.max_handshakes"),
+        ] {
+            let error = load(&[(key, value)]).expect_err(key).to_string();
+            assert!(error.contains(field), "{key}={value}: {error}");
+        }
+        Ok(())
     }
 
     #[test]
