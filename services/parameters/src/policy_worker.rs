@@ -5,13 +5,13 @@
 //! table's key makes that record the claim, so two replicas never both notify. The clock is
 //! injected so tests move time instead of sleeping.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bosun_audit::{AuditLog, AuditOutcome, AuditRecord};
 use bosun_core::ApiError;
 use bosun_queue::Queue;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -34,49 +34,7 @@ const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 /// Parameters read per store round trip.
 const SCAN_BATCH: u64 = 200;
 
-/// The time, injectable so tests control it.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The real time.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that stands still until told otherwise, for tests.
-#[derive(Debug)]
-pub struct ManualClock {
-    now: Mutex<DateTime<Utc>>,
-}
-
-impl ManualClock {
-    pub fn new(at: DateTime<Utc>) -> Self {
-        ManualClock {
-            now: Mutex::new(at),
-        }
-    }
-
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner) = at;
-    }
-
-    pub fn advance(&self, by: TimeDelta) {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
-        *now = now.checked_add_signed(by).unwrap_or(*now);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+pub use bosun_core::time::{Clock, ManualClock, SystemClock};
 
 /// What one scan did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
