@@ -23,7 +23,8 @@ mod client;
 mod executor;
 mod facts;
 pub mod journal;
-pub mod protocol;
+/// The JSON of `commands.*` payloads and results, shared with the Run Command service.
+pub use bosun_document::run as protocol;
 mod state;
 
 use std::path::{Path, PathBuf};

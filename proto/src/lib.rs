@@ -56,3 +56,9 @@ pub mod inventory {
         tonic::include_proto!("bosun.inventory.v1");
     }
 }
+
+pub mod commands {
+    pub mod v1 {
+        tonic::include_proto!("bosun.commands.v1");
+    }
+}

@@ -8,6 +8,7 @@ mod document;
 mod error;
 mod parameters;
 mod render;
+pub mod run;
 mod template;
 
 pub use actions::{ACTIONS, ActionInfo, ActionScope, canonical_action_name, lookup_action};

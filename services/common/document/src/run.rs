@@ -9,15 +9,26 @@ pub const TOPIC_ECHO: &str = "system.echo";
 pub const TOPIC_COMMANDS_RUN: &str = "commands.run";
 /// Topic of a cancellation ([`CancelCommand`]); answered by a [`CancelResult`].
 pub const TOPIC_COMMANDS_CANCEL: &str = "commands.cancel";
+/// Topic of the intermediate results that carry output while a `commands.run` runs
+/// ([`OutputChunk`]); it is never the topic of a delivery.
+pub const TOPIC_COMMANDS_OUTPUT: &str = "commands.output";
 
 /// The shell-script plugin (`sh`).
 pub const PLUGIN_RUN_SHELL_SCRIPT: &str = "aws:runShellScript";
 /// The PowerShell plugin (`pwsh`).
 pub const PLUGIN_RUN_POWERSHELL_SCRIPT: &str = "aws:runPowerShellScript";
 
-/// Output kept per stream (stdout, stderr) of a plugin unless the command says otherwise,
-/// as `GetCommandInvocation` keeps.
+/// Stdout kept inline per plugin unless the command says otherwise (`GetCommandInvocation`
+/// keeps 24,000 characters).
 pub const DEFAULT_OUTPUT_LIMIT_BYTES: usize = 24_000;
+/// Stderr kept inline per plugin unless the command says otherwise (SSM keeps 8,000).
+pub const DEFAULT_STDERR_LIMIT_BYTES: usize = 8_000;
+/// Bytes of each of stdout and stderr per plugin streamed to the control plane (and so kept
+/// in full in the object store) unless the command says otherwise; past it the output is
+/// dropped and the result says so.
+pub const DEFAULT_STREAM_LIMIT_BYTES: u64 = 32 * 1024 * 1024;
+/// Largest `data` of one [`OutputChunk`].
+pub const MAX_CHUNK_BYTES: usize = 64 * 1024;
 /// Execution timeout of a whole command when the command gives none (SSM's default).
 pub const DEFAULT_EXECUTION_TIMEOUT_SECONDS: u64 = 3_600;
 /// Timeout of one plugin when its inputs give none (SSM's default for runShellScript).
@@ -39,9 +50,16 @@ pub struct RunCommand {
     /// `TimedOut`. Default [`DEFAULT_EXECUTION_TIMEOUT_SECONDS`].
     #[serde(default)]
     pub execution_timeout_seconds: Option<u64>,
-    /// Bytes kept of each of stdout and stderr per plugin. Default [`DEFAULT_OUTPUT_LIMIT_BYTES`].
+    /// Bytes of stdout kept inline per plugin. Default [`DEFAULT_OUTPUT_LIMIT_BYTES`].
     #[serde(default)]
     pub output_limit_bytes: Option<usize>,
+    /// Bytes of stderr kept inline per plugin. Default [`DEFAULT_STDERR_LIMIT_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_limit_bytes: Option<usize>,
+    /// Bytes of each of stdout and stderr per plugin streamed as [`OutputChunk`]s; 0 streams
+    /// nothing. Default [`DEFAULT_STREAM_LIMIT_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_limit_bytes: Option<u64>,
 }
 
 /// One step of a command.
@@ -93,6 +111,9 @@ pub enum CommandStatus {
     Cancelled,
     /// A plugin not run because an earlier one timed out or was cancelled.
     Skipped,
+    /// The plugin cannot run on this node (e.g. `aws:runPowerShellScript` without `pwsh`);
+    /// nothing was started. The service reports the invocation `InvalidPlatform`.
+    InvalidPlatform,
 }
 
 /// Payload of a `commands.run` result: sent `InProgress` as each plugin starts, then once final.
@@ -129,6 +150,17 @@ pub struct PluginResult {
     pub stdout_truncated: bool,
     /// Whether stderr was longer than what is kept.
     pub stderr_truncated: bool,
+    /// Bytes of stdout sent in [`OutputChunk`]s (offsets `0..stdout_streamed`): the server has
+    /// the full stdout when it holds chunks covering them.
+    #[serde(default)]
+    pub stdout_streamed: u64,
+    /// As `stdout_streamed`, for stderr.
+    #[serde(default)]
+    pub stderr_streamed: u64,
+    /// Whether stdout or stderr went past the command's `stream_limit_bytes`, so the streamed
+    /// output is not all of it.
+    #[serde(default)]
+    pub stream_truncated: bool,
     /// Why the plugin could not run or was stopped (`pwsh not found`, `unsupported plugin ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -138,6 +170,57 @@ pub struct PluginResult {
     /// RFC 3339 UTC; absent while running or skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
+}
+
+/// Which output of a plugin a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// Payload of a `commands.output` result: bytes of a plugin's output, sent while it runs.
+/// Chunks of one stream do not overlap and together cover `0..<streamed>` of the final
+/// [`PluginResult`]; they may arrive more than once and out of order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputChunk {
+    pub command_id: String,
+    /// Index of the plugin in [`RunCommand::plugins`].
+    pub plugin_index: u32,
+    /// The plugin's step name.
+    pub step: String,
+    pub stream: OutputStream,
+    /// Byte offset of `data` in the stream.
+    pub offset: u64,
+    /// At most [`MAX_CHUNK_BYTES`] bytes, base64 (standard alphabet, padded) in JSON.
+    #[serde(with = "base64_bytes")]
+    pub data: Vec<u8>,
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Payload of `commands.cancel`.

@@ -1,0 +1,333 @@
+//! Creates `commands`, `command_invocations`, `command_output_chunks` and
+//! `command_event_outbox`.
+
+use bosun_store::sea_orm_migration::{self, prelude::*};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Commands {
+    Table,
+    Id,
+    DocumentName,
+    DocumentVersion,
+    DocumentHash,
+    Parameters,
+    InstanceIds,
+    Targets,
+    Comment,
+    TimeoutSeconds,
+    ExecutionTimeoutSeconds,
+    MaxConcurrency,
+    MaxErrors,
+    ConcurrencyLimit,
+    ErrorLimit,
+    OutputBucket,
+    OutputPrefix,
+    Notification,
+    Plan,
+    State,
+    RequestedAt,
+    DeliveryDeadline,
+    ExpiresAt,
+    FinishedAt,
+    TargetCount,
+    CompletedCount,
+    ErrorCount,
+    DeliveryTimedOutCount,
+    RequestedBy,
+    CancelRequested,
+    TraceContext,
+    LeaseOwner,
+    LeaseUntil,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum CommandInvocations {
+    Table,
+    CommandId,
+    NodeId,
+    NodeName,
+    PlatformType,
+    Seq,
+    Steps,
+    State,
+    MessageId,
+    DispatchedAt,
+    StartedAt,
+    EndedAt,
+    ResponseCode,
+    Plugins,
+    Error,
+    CancelRequested,
+    OutputState,
+    OutputDeadline,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum CommandOutputChunks {
+    Table,
+    CommandId,
+    NodeId,
+    PluginIndex,
+    Stream,
+    Offset,
+    Data,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum CommandEventOutbox {
+    Table,
+    Id,
+    Payload,
+    CreatedAt,
+}
+
+fn timestamp(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column)
+        .timestamp_with_time_zone()
+        .not_null()
+        .to_owned()
+}
+
+fn optional_timestamp(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column)
+        .timestamp_with_time_zone()
+        .null()
+        .to_owned()
+}
+
+fn text(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column).text().not_null().to_owned()
+}
+
+fn int(column: impl IntoIden) -> ColumnDef {
+    ColumnDef::new(column).integer().not_null().to_owned()
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Commands::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Commands::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(Commands::DocumentName))
+                    .col(text(Commands::DocumentVersion))
+                    .col(text(Commands::DocumentHash))
+                    .col(text(Commands::Parameters))
+                    .col(text(Commands::InstanceIds))
+                    .col(text(Commands::Targets))
+                    .col(text(Commands::Comment))
+                    .col(int(Commands::TimeoutSeconds))
+                    .col(
+                        ColumnDef::new(Commands::ExecutionTimeoutSeconds)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(text(Commands::MaxConcurrency))
+                    .col(text(Commands::MaxErrors))
+                    .col(int(Commands::ConcurrencyLimit))
+                    .col(int(Commands::ErrorLimit))
+                    .col(text(Commands::OutputBucket))
+                    .col(text(Commands::OutputPrefix))
+                    .col(text(Commands::Notification))
+                    .col(text(Commands::Plan))
+                    .col(ColumnDef::new(Commands::State).string_len(32).not_null())
+                    .col(timestamp(Commands::RequestedAt))
+                    .col(timestamp(Commands::DeliveryDeadline))
+                    .col(timestamp(Commands::ExpiresAt))
+                    .col(optional_timestamp(Commands::FinishedAt))
+                    .col(int(Commands::TargetCount))
+                    .col(int(Commands::CompletedCount))
+                    .col(int(Commands::ErrorCount))
+                    .col(int(Commands::DeliveryTimedOutCount))
+                    .col(text(Commands::RequestedBy))
+                    .col(
+                        ColumnDef::new(Commands::CancelRequested)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(text(Commands::TraceContext))
+                    .col(ColumnDef::new(Commands::LeaseOwner).text().null())
+                    .col(optional_timestamp(Commands::LeaseUntil))
+                    .col(timestamp(Commands::UpdatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("commands_by_state")
+                    .table(Commands::Table)
+                    .col(Commands::State)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("commands_by_requested_at")
+                    .table(Commands::Table)
+                    .col(Commands::RequestedAt)
+                    .col(Commands::Id)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(CommandInvocations::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(CommandInvocations::CommandId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(CommandInvocations::NodeId)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(text(CommandInvocations::NodeName))
+                    .col(text(CommandInvocations::PlatformType))
+                    .col(int(CommandInvocations::Seq))
+                    .col(text(CommandInvocations::Steps))
+                    .col(
+                        ColumnDef::new(CommandInvocations::State)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(CommandInvocations::MessageId).text().null())
+                    .col(optional_timestamp(CommandInvocations::DispatchedAt))
+                    .col(optional_timestamp(CommandInvocations::StartedAt))
+                    .col(optional_timestamp(CommandInvocations::EndedAt))
+                    .col(int(CommandInvocations::ResponseCode))
+                    .col(text(CommandInvocations::Plugins))
+                    .col(text(CommandInvocations::Error))
+                    .col(
+                        ColumnDef::new(CommandInvocations::CancelRequested)
+                            .boolean()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(CommandInvocations::OutputState)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(optional_timestamp(CommandInvocations::OutputDeadline))
+                    .col(timestamp(CommandInvocations::UpdatedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(CommandInvocations::CommandId)
+                            .col(CommandInvocations::NodeId),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("command_invocations_by_state")
+                    .table(CommandInvocations::Table)
+                    .col(CommandInvocations::CommandId)
+                    .col(CommandInvocations::State)
+                    .col(CommandInvocations::Seq)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("command_invocations_by_node")
+                    .table(CommandInvocations::Table)
+                    .col(CommandInvocations::NodeId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("command_invocations_by_output_state")
+                    .table(CommandInvocations::Table)
+                    .col(CommandInvocations::OutputState)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(CommandOutputChunks::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(CommandOutputChunks::CommandId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(CommandOutputChunks::NodeId)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(int(CommandOutputChunks::PluginIndex))
+                    .col(
+                        ColumnDef::new(CommandOutputChunks::Stream)
+                            .string_len(8)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(CommandOutputChunks::Offset)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(CommandOutputChunks::Data).blob().not_null())
+                    .col(timestamp(CommandOutputChunks::CreatedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(CommandOutputChunks::CommandId)
+                            .col(CommandOutputChunks::NodeId)
+                            .col(CommandOutputChunks::PluginIndex)
+                            .col(CommandOutputChunks::Stream)
+                            .col(CommandOutputChunks::Offset),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        manager
+            .create_table(
+                Table::create()
+                    .table(CommandEventOutbox::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(CommandEventOutbox::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(text(CommandEventOutbox::Payload))
+                    .col(timestamp(CommandEventOutbox::CreatedAt))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}
