@@ -1,7 +1,11 @@
 //! The run loop: connect, prove the node's identity, take deliveries exactly once, send results
 //! until acknowledged, heartbeat, reconnect with back-off, drain on shutdown.
+//!
+//! Results go out a bounded window at a time (see [`AgentOptions::result_window`]), read from
+//! the journal as acknowledgements make room: however many wait, the agent holds only a window
+//! of them in memory.
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +14,8 @@ use bosun_proto::agent::v1::agent_message::Body as AgentBody;
 use bosun_proto::agent::v1::close::Reason;
 use bosun_proto::agent::v1::server_message::Body as ServerBody;
 use bosun_proto::agent::v1::{
-    Ack, AgentMessage, Delivery, Heartbeat, Hello, HostFacts, Proof, ServerMessage,
+    Ack, AgentMessage, Delivery, Heartbeat, Hello, HostFacts, Proof, Result as AgentResult,
+    ServerMessage,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -23,7 +28,7 @@ use crate::AgentError;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::client::EndpointConfig;
 use crate::executor::{Executor, ResultSink};
-use crate::journal::Journal;
+use crate::journal::{Journal, PendingResult};
 use crate::protocol::FailureResult;
 use crate::state::Identity;
 
@@ -43,10 +48,20 @@ pub struct AgentOptions {
     pub handshake_timeout: Duration,
     /// Heartbeat interval when `Welcome` gives none.
     pub default_heartbeat_interval: Duration,
+    /// At most this many results are sent on a stream and not yet acknowledged; more are
+    /// sent (read from the journal) as acknowledgements come.
+    pub result_window: usize,
+    /// Nor more than this many bytes of results (encoded) at once; a larger result still goes
+    /// alone.
+    pub result_window_bytes: usize,
+    /// With results unacknowledged and no acknowledgement for this long, the stream is given
+    /// up and opened again (which sends them again, oldest first).
+    pub ack_timeout: Duration,
 }
 
 impl AgentOptions {
-    /// Defaults: 1 s–5 min back-off, 20 s grace, 5 s flush, 15 s handshake, 30 s heartbeat.
+    /// Defaults: 1 s–5 min back-off, 20 s grace, 5 s flush, 15 s handshake, 30 s heartbeat,
+    /// a window of 64 results or 4 MiB, 60 s to wait for an acknowledgement.
     pub fn new(facts: HostFacts) -> Self {
         Self {
             facts,
@@ -55,6 +70,9 @@ impl AgentOptions {
             flush_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(15),
             default_heartbeat_interval: Duration::from_secs(30),
+            result_window: 64,
+            result_window_bytes: 4 << 20,
+            ack_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -125,7 +143,7 @@ impl RunState {
             );
             self.abort.cancel();
         }
-        let idle = self.tracker.is_empty() && journal.pending_results().is_empty();
+        let idle = self.tracker.is_empty() && journal.pending_count() == 0;
         idle || now >= grace_ends + flush_timeout
     }
 
@@ -266,7 +284,7 @@ impl Agent {
         {
             tracing::warn!("work still running at exit; it will be reported interrupted");
         }
-        let unsent = self.journal.pending_results().len();
+        let unsent = self.journal.pending_count();
         if unsent > 0 {
             tracing::warn!(
                 unsent,
@@ -346,8 +364,8 @@ impl Agent {
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut sent = HashSet::new();
-        self.send_pending(&outbound, &mut sent);
+        let mut window = Window::new(&self.options);
+        window.fill(self.journal.as_ref(), &outbound);
 
         loop {
             tokio::select! {
@@ -357,10 +375,11 @@ impl Agent {
                             self.on_delivery(delivery, &outbound, state);
                         }
                         ServerBody::ResultAck(ack) => {
-                            sent.remove(&ack.result_id);
                             if let Err(error) = self.journal.remove_result(&ack.result_id) {
                                 tracing::warn!(%error, "cannot forget an acknowledged result");
                             }
+                            window.acknowledged(&ack.result_id, self.journal.as_ref(), &outbound);
+                            window.fill(self.journal.as_ref(), &outbound);
                         }
                         ServerBody::Close(close) => {
                             return (
@@ -381,8 +400,19 @@ impl Agent {
                     Ok(None) => return (StreamEnd::Ended, true),
                     Err(status) => return (StreamEnd::Failed(status), true),
                 },
-                _ = heartbeat.tick() => send(AgentBody::Heartbeat(Heartbeat {})),
-                () = state.notify.notified() => self.send_pending(&outbound, &mut sent),
+                _ = heartbeat.tick() => {
+                    send(AgentBody::Heartbeat(Heartbeat {}));
+                    // Also retries what a failed read of the journal left unsent.
+                    window.fill(self.journal.as_ref(), &outbound);
+                }
+                () = state.notify.notified() => window.fill(self.journal.as_ref(), &outbound),
+                () = tokio::time::sleep_until(window.ack_deadline()), if window.waiting() => {
+                    let status = tonic::Status::deadline_exceeded(format!(
+                        "no result acknowledged in {:?}",
+                        self.options.ack_timeout
+                    ));
+                    return (StreamEnd::Failed(status), true);
+                }
                 () = shutdown.cancelled(), if state.grace_ends.is_none() => {
                     state.start_draining(self.options.shutdown_grace);
                 }
@@ -415,21 +445,6 @@ impl Agent {
             Ok(Ok(Some(ServerMessage { body: None }))) => Err(StreamEnd::Failed(
                 tonic::Status::internal("the server sent an empty handshake message"),
             )),
-        }
-    }
-
-    /// Sends the results not sent on this stream yet, oldest first.
-    fn send_pending(
-        &self,
-        outbound: &mpsc::UnboundedSender<AgentMessage>,
-        sent: &mut HashSet<String>,
-    ) {
-        for result in self.journal.pending_results() {
-            if sent.insert(result.result_id.clone()) {
-                let _ = outbound.send(AgentMessage {
-                    body: Some(AgentBody::Result(result)),
-                });
-            }
         }
     }
 
@@ -494,6 +509,150 @@ impl Agent {
             }
         });
     }
+}
+
+/// The results sent on one stream and not yet acknowledged: at most
+/// [`AgentOptions::result_window`] of them, [`AgentOptions::result_window_bytes`] in all. Only
+/// these are read from the journal; the rest wait on disk (for a [`crate::FileJournal`]).
+struct Window {
+    max_results: usize,
+    max_bytes: usize,
+    ack_timeout: Duration,
+    /// In the order sent on the stream (which is the order the server answers).
+    in_flight: VecDeque<PendingResult>,
+    bytes: usize,
+    /// The last sequence taken from the journal on this stream: what follows is sent next.
+    cursor: Option<u64>,
+    /// The last acknowledgement, or when the window last started to wait for one.
+    progress_at: Instant,
+}
+
+impl Window {
+    fn new(options: &AgentOptions) -> Self {
+        Self {
+            max_results: options.result_window.max(1),
+            max_bytes: options.result_window_bytes,
+            ack_timeout: options.ack_timeout,
+            in_flight: VecDeque::new(),
+            bytes: 0,
+            cursor: None,
+            progress_at: Instant::now(),
+        }
+    }
+
+    fn has_room_for(&self, size: usize) -> bool {
+        self.in_flight.is_empty()
+            || (self.in_flight.len() < self.max_results
+                && self.bytes.saturating_add(size) <= self.max_bytes)
+    }
+
+    /// Sends the results stored after the cursor, oldest first, while the window has room.
+    fn fill(&mut self, journal: &dyn Journal, outbound: &mpsc::UnboundedSender<AgentMessage>) {
+        while self.in_flight.len() < self.max_results {
+            let room = self.max_results - self.in_flight.len();
+            let batch = journal.pending_after(self.cursor, room);
+            if batch.is_empty() {
+                return;
+            }
+            for pending in batch {
+                if !self.has_room_for(pending.size) {
+                    return;
+                }
+                let sequence = pending.sequence;
+                match journal.load_result(sequence) {
+                    Ok(Some(result)) => {
+                        if self.in_flight.is_empty() {
+                            self.progress_at = Instant::now();
+                        }
+                        self.bytes += pending.size;
+                        self.in_flight.push_back(pending);
+                        send_result(outbound, result);
+                    }
+                    // Acknowledged (or dropped) meanwhile.
+                    Ok(None) => {}
+                    Err(error) => {
+                        // Left for the next try (a new result, an ack, a heartbeat).
+                        tracing::warn!(%error, "cannot read a stored result to send it");
+                        return;
+                    }
+                }
+                self.cursor = Some(sequence);
+            }
+        }
+    }
+
+    /// Takes an acknowledged result out of the window. Those sent before it and still
+    /// unacknowledged were lost (the server handles and answers a stream's results in order,
+    /// and acknowledges none it failed to queue): they are sent again.
+    fn acknowledged(
+        &mut self,
+        result_id: &str,
+        journal: &dyn Journal,
+        outbound: &mpsc::UnboundedSender<AgentMessage>,
+    ) {
+        let Some(position) = self
+            .in_flight
+            .iter()
+            .position(|pending| pending.result_id == result_id)
+        else {
+            return;
+        };
+        self.progress_at = Instant::now();
+        let lost: Vec<PendingResult> = self.in_flight.drain(..position).collect();
+        if let Some(acked) = self.in_flight.pop_front() {
+            self.bytes = self.bytes.saturating_sub(acked.size);
+        }
+        if !lost.is_empty() {
+            tracing::info!(
+                count = lost.len(),
+                "results the server skipped are sent again"
+            );
+        }
+        for pending in lost {
+            self.resend(pending, journal, outbound);
+        }
+    }
+
+    /// Whether results wait for acknowledgement.
+    fn waiting(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// When the wait for an acknowledgement has lasted too long.
+    fn ack_deadline(&self) -> Instant {
+        self.progress_at + self.ack_timeout
+    }
+
+    /// Sends a lost result again, at the end of the window. Its earlier copy is known to be
+    /// handled, so the window still holds one copy of each result whose fate is unknown, in
+    /// the order sent, and the inference in [`Window::acknowledged`] stays exact.
+    fn resend(
+        &mut self,
+        pending: PendingResult,
+        journal: &dyn Journal,
+        outbound: &mpsc::UnboundedSender<AgentMessage>,
+    ) {
+        match journal.load_result(pending.sequence) {
+            Ok(Some(result)) => {
+                self.in_flight.push_back(pending);
+                send_result(outbound, result);
+            }
+            Ok(None) => self.bytes = self.bytes.saturating_sub(pending.size),
+            Err(error) => {
+                // Kept in the window, unsent: without an acknowledgement the stream times out
+                // and the next one sends it.
+                tracing::warn!(%error, "cannot read a stored result to send it again");
+                self.in_flight.push_back(pending);
+            }
+        }
+    }
+}
+
+fn send_result(outbound: &mpsc::UnboundedSender<AgentMessage>, result: AgentResult) {
+    // Fails only when the stream is gone, which the inbound side reports.
+    let _ = outbound.send(AgentMessage {
+        body: Some(AgentBody::Result(result)),
+    });
 }
 
 fn unexpected(body: ServerBody, wanted: &str) -> StreamEnd {

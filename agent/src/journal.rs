@@ -5,6 +5,11 @@
 //! The calls are synchronous: an fsync takes milliseconds and the agent does a few per delivery,
 //! far below its heartbeat interval, so a blocking call on the agent's one thread is cheaper
 //! than a thread pool.
+//!
+//! Results wait in the outbox in the order stored. The agent walks them with
+//! [`Journal::pending_after`] (an index without payloads) and reads each with
+//! [`Journal::load_result`] only when it sends it, so the results a long-unreachable control
+//! plane leaves unacknowledged cost disk, not memory.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -38,6 +43,19 @@ impl Default for JournalLimits {
     }
 }
 
+/// A result waiting for its acknowledgement, as the outbox indexes it (without its payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingResult {
+    /// Its place in the outbox: results are sent in increasing sequence.
+    pub sequence: u64,
+    /// `Result.result_id`, what the server acknowledges.
+    pub result_id: String,
+    /// The size of the encoded `Result`, bytes.
+    pub size: usize,
+    /// Whether it is the final result of its delivery.
+    pub final_result: bool,
+}
+
 /// Durable bookkeeping of deliveries and results. Every method returns only once what it
 /// records would survive a crash (for a durable implementation).
 pub trait Journal: Send + Sync + 'static {
@@ -53,8 +71,32 @@ pub trait Journal: Send + Sync + 'static {
     /// Forgets an acknowledged result. Unknown ids are ignored.
     fn remove_result(&self, result_id: &str) -> Result<(), AgentError>;
 
-    /// Results not yet acknowledged, oldest first.
-    fn pending_results(&self) -> Vec<AgentResult>;
+    /// Up to `limit` results not yet acknowledged, stored after the one at sequence `after`
+    /// (from the oldest when `None`), oldest first; an index, without payloads.
+    fn pending_after(&self, after: Option<u64>, limit: usize) -> Vec<PendingResult>;
+
+    /// The result stored at `sequence`, read from where it is kept; `None` once it was
+    /// removed (or found unreadable, and dropped).
+    fn load_result(&self, sequence: u64) -> Result<Option<AgentResult>, AgentError>;
+
+    /// How many results are not yet acknowledged.
+    fn pending_count(&self) -> usize;
+
+    /// Results not yet acknowledged, oldest first, with their payloads. This reads them all:
+    /// for tests and tools; the agent sends with [`Journal::pending_after`] and
+    /// [`Journal::load_result`], a few at a time.
+    fn pending_results(&self) -> Vec<AgentResult> {
+        self.pending_after(None, usize::MAX)
+            .into_iter()
+            .filter_map(|pending| match self.load_result(pending.sequence) {
+                Ok(result) => result,
+                Err(error) => {
+                    tracing::warn!(%error, result_id = %pending.result_id, "cannot read a stored result");
+                    None
+                }
+            })
+            .collect()
+    }
 
     /// Deliveries recorded whose run never ended (the agent stopped during them).
     fn unfinished_deliveries(&self) -> Vec<Delivery>;
@@ -113,7 +155,7 @@ pub struct MemoryJournal {
 struct MemoryInner {
     seen: SeenIds,
     running: HashMap<String, Delivery>,
-    outbox: BTreeMap<u64, AgentResult>,
+    outbox: BTreeMap<u64, (AgentResult, bool)>,
     next_sequence: u64,
 }
 
@@ -158,7 +200,9 @@ impl Journal for MemoryJournal {
         let mut inner = self.lock();
         let sequence = inner.next_sequence;
         inner.next_sequence += 1;
-        inner.outbox.insert(sequence, result.clone());
+        inner
+            .outbox
+            .insert(sequence, (result.clone(), final_result));
         if final_result {
             inner.running.remove(&result.message_id);
         }
@@ -168,12 +212,41 @@ impl Journal for MemoryJournal {
     fn remove_result(&self, result_id: &str) -> Result<(), AgentError> {
         self.lock()
             .outbox
-            .retain(|_, result| result.result_id != result_id);
+            .retain(|_, (result, _)| result.result_id != result_id);
         Ok(())
     }
 
+    fn pending_after(&self, after: Option<u64>, limit: usize) -> Vec<PendingResult> {
+        let inner = self.lock();
+        outbox_after(&inner.outbox, after)
+            .take(limit)
+            .map(|(sequence, (result, final_result))| PendingResult {
+                sequence: *sequence,
+                result_id: result.result_id.clone(),
+                size: result.encoded_len(),
+                final_result: *final_result,
+            })
+            .collect()
+    }
+
+    fn load_result(&self, sequence: u64) -> Result<Option<AgentResult>, AgentError> {
+        Ok(self
+            .lock()
+            .outbox
+            .get(&sequence)
+            .map(|(result, _)| result.clone()))
+    }
+
+    fn pending_count(&self) -> usize {
+        self.lock().outbox.len()
+    }
+
     fn pending_results(&self) -> Vec<AgentResult> {
-        self.lock().outbox.values().cloned().collect()
+        self.lock()
+            .outbox
+            .values()
+            .map(|(result, _)| result.clone())
+            .collect()
     }
 
     fn unfinished_deliveries(&self) -> Vec<Delivery> {
@@ -189,8 +262,9 @@ impl Journal for MemoryJournal {
 ///   its limits;
 /// - `running/<hex id>.pb`: the delivery of a run in progress, removed when its final result
 ///   is stored;
-/// - `outbox/<sequence>-<result id>.pb`: a result until acknowledged (a flag byte, 1 for a
-///   final result, then the protobuf `Result`).
+/// - `outbox/<sequence>-<hex result id>.pb`: a result until acknowledged (a flag byte, 1 for a
+///   final result, then the protobuf `Result`). Only an index of them is kept in memory
+///   ([`PendingResult`] without the payload); a result is read again when it is sent.
 #[derive(Debug)]
 pub struct FileJournal {
     root: PathBuf,
@@ -204,8 +278,18 @@ struct FileInner {
     seen_log: File,
     lines_in_log: usize,
     running: BTreeMap<String, Delivery>,
-    outbox: BTreeMap<u64, (AgentResult, PathBuf)>,
+    /// The outbox's index by sequence; the file is `outbox_path(sequence, result_id)`.
+    outbox: BTreeMap<u64, OutboxEntry>,
     next_sequence: u64,
+}
+
+/// What memory holds of a stored result.
+#[derive(Debug)]
+struct OutboxEntry {
+    result_id: Box<str>,
+    /// The encoded `Result`'s size (the file is one byte more).
+    size: u32,
+    final_result: bool,
 }
 
 impl FileJournal {
@@ -259,11 +343,24 @@ impl FileJournal {
                 let _ = fs::remove_file(&path);
                 continue;
             };
-            if *flag == 1 {
+            let final_result = *flag == 1;
+            if final_result {
                 final_for.push(result.message_id.clone());
             }
+            let expected = outbox_path(&outbox_dir, sequence, &result.result_id);
+            if path != expected {
+                // Not a name this journal writes: renamed, so the index can find it again.
+                fs::rename(&path, &expected).map_err(|error| AgentError::io(&path, error))?;
+            }
             next_sequence = next_sequence.max(sequence + 1);
-            outbox.insert(sequence, (result, path));
+            outbox.insert(
+                sequence,
+                OutboxEntry {
+                    result_id: result.result_id.into_boxed_str(),
+                    size: u32::try_from(body.len()).unwrap_or(u32::MAX),
+                    final_result,
+                },
+            );
         }
 
         let mut running = BTreeMap::new();
@@ -309,6 +406,38 @@ impl FileJournal {
             .join("running")
             .join(format!("{}.pb", hex(message_id.as_bytes())))
     }
+
+    fn outbox_path(&self, sequence: u64, result_id: &str) -> PathBuf {
+        outbox_path(&self.root.join("outbox"), sequence, result_id)
+    }
+
+    /// Roughly how many bytes of memory the outbox's index holds (entries and their ids; no
+    /// payloads are kept). For tests and diagnostics.
+    pub fn outbox_memory_bytes(&self) -> usize {
+        const PER_ENTRY: usize = std::mem::size_of::<u64>() + std::mem::size_of::<OutboxEntry>();
+        self.lock()
+            .outbox
+            .values()
+            .map(|entry| PER_ENTRY + entry.result_id.len())
+            .sum()
+    }
+}
+
+fn outbox_path(outbox_dir: &Path, sequence: u64, result_id: &str) -> PathBuf {
+    outbox_dir.join(format!("{sequence:020}-{}.pb", hex(result_id.as_bytes())))
+}
+
+/// The entries of an outbox after sequence `after` (all when `None`), in order.
+fn outbox_after<V>(
+    outbox: &BTreeMap<u64, V>,
+    after: Option<u64>,
+) -> std::collections::btree_map::Range<'_, u64, V> {
+    use std::ops::Bound;
+    let start = match after {
+        Some(after) => Bound::Excluded(after),
+        None => Bound::Unbounded,
+    };
+    outbox.range((start, Bound::Unbounded))
 }
 
 impl Journal for FileJournal {
@@ -355,16 +484,23 @@ impl Journal for FileJournal {
         let mut inner = self.lock();
         let sequence = inner.next_sequence;
         inner.next_sequence += 1;
-        let path = self.root.join("outbox").join(format!(
-            "{sequence:020}-{}.pb",
-            hex(result.result_id.as_bytes())
-        ));
-        let mut bytes = vec![u8::from(final_result)];
+        let path = self.outbox_path(sequence, &result.result_id);
+        let size = result.encoded_len();
+        let mut bytes = Vec::with_capacity(1 + size);
+        bytes.push(u8::from(final_result));
         result
             .encode(&mut bytes)
             .map_err(|error| AgentError::InvalidState(error.to_string()))?;
         write_atomically(&path, &bytes)?;
-        inner.outbox.insert(sequence, (result.clone(), path));
+        drop(bytes);
+        inner.outbox.insert(
+            sequence,
+            OutboxEntry {
+                result_id: result.result_id.as_str().into(),
+                size: u32::try_from(size).unwrap_or(u32::MAX),
+                final_result,
+            },
+        );
         if final_result && inner.running.remove(&result.message_id).is_some() {
             remove_durably(&self.marker_path(&result.message_id))?;
         }
@@ -376,13 +512,14 @@ impl Journal for FileJournal {
         let sequences: Vec<u64> = inner
             .outbox
             .iter()
-            .filter(|(_, (result, _))| result.result_id == result_id)
+            .filter(|(_, entry)| &*entry.result_id == result_id)
             .map(|(sequence, _)| *sequence)
             .collect();
         for sequence in sequences {
-            if let Some((_, path)) = inner.outbox.remove(&sequence) {
+            if inner.outbox.remove(&sequence).is_some() {
                 // Not fsynced: a result that comes back after a crash is sent again and
                 // de-duplicated by the server.
+                let path = self.outbox_path(sequence, result_id);
                 match fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -393,12 +530,50 @@ impl Journal for FileJournal {
         Ok(())
     }
 
-    fn pending_results(&self) -> Vec<AgentResult> {
-        self.lock()
-            .outbox
-            .values()
-            .map(|(result, _)| result.clone())
+    fn pending_after(&self, after: Option<u64>, limit: usize) -> Vec<PendingResult> {
+        let inner = self.lock();
+        outbox_after(&inner.outbox, after)
+            .take(limit)
+            .map(|(sequence, entry)| PendingResult {
+                sequence: *sequence,
+                result_id: entry.result_id.to_string(),
+                size: entry.size as usize,
+                final_result: entry.final_result,
+            })
             .collect()
+    }
+
+    fn load_result(&self, sequence: u64) -> Result<Option<AgentResult>, AgentError> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.outbox.get(&sequence) else {
+            return Ok(None);
+        };
+        let path = self.outbox_path(sequence, &entry.result_id);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                tracing::warn!(path = %path.display(), "a stored result is gone; forgetting it");
+                inner.outbox.remove(&sequence);
+                return Ok(None);
+            }
+            Err(error) => return Err(AgentError::io(&path, error)),
+        };
+        let decoded = bytes
+            .split_first()
+            .and_then(|(_, body)| AgentResult::decode(body).ok());
+        match decoded {
+            Some(result) if *result.result_id == *entry.result_id => Ok(Some(result)),
+            _ => {
+                tracing::warn!(path = %path.display(), "dropping an unreadable stored result");
+                let _ = fs::remove_file(&path);
+                inner.outbox.remove(&sequence);
+                Ok(None)
+            }
+        }
+    }
+
+    fn pending_count(&self) -> usize {
+        self.lock().outbox.len()
     }
 
     fn unfinished_deliveries(&self) -> Vec<Delivery> {
@@ -500,8 +675,32 @@ mod tests {
             .map(|r| r.result_id)
             .collect();
         assert_eq!(ids, ["r1", "r2"]);
+        assert_eq!(journal.pending_count(), 2);
+        let index = journal.pending_after(None, 10);
+        let index_ids: Vec<&str> = index.iter().map(|p| p.result_id.as_str()).collect();
+        assert_eq!(index_ids, ["r1", "r2"]);
+        assert_eq!(
+            index.iter().map(|p| p.final_result).collect::<Vec<_>>(),
+            [false, true]
+        );
+        assert_eq!(index[0].size, result("r1", "m1").encoded_len());
+        assert!(index[0].sequence < index[1].sequence);
+        assert_eq!(journal.pending_after(None, 1), index[..1]);
+        assert_eq!(
+            journal.pending_after(Some(index[0].sequence), 10),
+            index[1..]
+        );
+        assert!(
+            journal
+                .pending_after(Some(index[1].sequence), 10)
+                .is_empty()
+        );
+        let loaded = journal.load_result(index[1].sequence).unwrap().unwrap();
+        assert_eq!(loaded, result("r2", "m1"));
         journal.remove_result("r1").unwrap();
         journal.remove_result("unknown").unwrap();
+        assert_eq!(journal.load_result(index[0].sequence).unwrap(), None);
+        assert_eq!(journal.pending_count(), 1);
         let ids: Vec<String> = journal
             .pending_results()
             .into_iter()

@@ -43,12 +43,13 @@ impl Harness {
         self.executor.handle(delivery, sink).await;
     }
 
-    /// The payloads answering `message_id`, in order.
+    /// The payloads answering `message_id` on its own topic (not the `commands.output`
+    /// chunks), in order.
     fn payloads(&self, message_id: &str) -> Vec<Value> {
         self.journal
             .pending_results()
             .into_iter()
-            .filter(|result| result.message_id == message_id)
+            .filter(|result| result.message_id == message_id && result.topic != "commands.output")
             .map(|result| serde_json::from_slice(&result.payload).unwrap())
             .collect()
     }
@@ -188,6 +189,85 @@ async fn the_execution_timeout_bounds_the_whole_command() {
 }
 
 #[tokio::test]
+async fn the_execution_timeout_kills_background_children_too() {
+    let harness = Harness::new();
+    let pid_file = harness.dir.join("pid");
+    let started = std::time::Instant::now();
+    let done = harness
+        .run(
+            "m1",
+            json!({"command_id": "c1", "execution_timeout_seconds": 1, "plugins": [
+                shell("hangs", &[&format!("sleep 300 & echo $! > {}", pid_file.display()),
+                                 "wait"]),
+                shell("never", &["echo never"]),
+            ]}),
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(done["status"], "TimedOut");
+    assert_eq!(done["plugins"][0]["status"], "TimedOut");
+    assert_eq!(done["plugins"][1]["status"], "Skipped");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let pid = pid.trim();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !process_gone(pid) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(process_gone(pid), "the background sleep {pid} was killed");
+}
+
+#[tokio::test]
+async fn the_lines_run_as_one_script_in_the_working_directory() {
+    let harness = Harness::new();
+    let dir = harness.dir.join("here");
+    std::fs::create_dir_all(&dir).unwrap();
+    let done = harness
+        .run(
+            "m1",
+            json!({"command_id": "c1", "plugins": [
+                {"name": "aws:runShellScript", "step": "s", "inputs": {
+                    "runCommand": ["x=kept", "pwd", "cd /", "echo $x; pwd"],
+                    "workingDirectory": dir.to_str().unwrap(),
+                    "timeoutSeconds": 30}}]}),
+        )
+        .await;
+    assert_eq!(done["status"], "Success");
+    // One shell: a variable and a `cd` carry over from line to line.
+    assert_eq!(
+        done["plugins"][0]["stdout"],
+        format!("{}\nkept\n/\n", dir.display())
+    );
+}
+
+#[tokio::test]
+async fn a_missing_working_directory_fails_the_plugin_clearly() {
+    let harness = Harness::new();
+    let missing = harness.dir.join("missing");
+    let done = harness
+        .run(
+            "m1",
+            json!({"command_id": "c1", "plugins": [
+                {"name": "aws:runShellScript", "step": "s", "inputs": {
+                    "runCommand": ["echo never"],
+                    "workingDirectory": missing.to_str().unwrap()}},
+                shell("next", &["echo next"]),
+            ]}),
+        )
+        .await;
+    assert_eq!(done["status"], "Failed");
+    assert_eq!(done["plugins"][0]["status"], "Failed");
+    assert_eq!(done["plugins"][0]["response_code"], -1);
+    assert_eq!(
+        done["plugins"][0]["error"],
+        format!(
+            "workingDirectory {} does not exist or is not a directory",
+            missing.display()
+        )
+    );
+    assert_eq!(done["plugins"][1]["stdout"], "next\n");
+}
+
+#[tokio::test]
 async fn cancel_kills_a_running_command() {
     let harness = Arc::new(Harness::new());
     let running = tokio::spawn({
@@ -237,14 +317,15 @@ async fn output_is_cut_at_the_limit_on_a_character_boundary_and_marked() {
     let done = harness
         .run(
             "m1",
-            json!({"command_id": "c1", "output_limit_bytes": 10, "plugins": [
+            json!({"command_id": "c1", "output_limit_bytes": 10, "stderr_limit_bytes": 12,
+                   "plugins": [
                 shell("s", &["printf 'ééééééé'", "head -c 100000 /dev/zero | tr '\\0' x >&2"])]}),
         )
         .await;
     let plugin = &done["plugins"][0];
     assert_eq!(plugin["stdout"], "ééééé"); // 10 bytes, whole characters
     assert_eq!(plugin["stdout_truncated"], true);
-    assert_eq!(plugin["stderr"], "xxxxxxxxxx");
+    assert_eq!(plugin["stderr"], "xxxxxxxxxxxx");
     assert_eq!(plugin["stderr_truncated"], true);
     assert_eq!(done["status"], "Success");
 }
@@ -278,8 +359,12 @@ async fn unsupported_plugins_and_bad_payloads_fail_clearly() {
     if has_pwsh {
         assert_eq!(done["plugins"][0]["stdout"], "hi\n");
     } else {
-        assert_eq!(done["status"], "Failed");
-        assert_eq!(done["plugins"][0]["error"], "pwsh not found");
+        assert_eq!(done["status"], "InvalidPlatform");
+        assert_eq!(done["plugins"][0]["status"], "InvalidPlatform");
+        assert_eq!(
+            done["plugins"][0]["error"],
+            "aws:runPowerShellScript needs pwsh, which is not installed on this node"
+        );
     }
 
     harness

@@ -213,10 +213,13 @@ impl FakeServer {
         }
     }
 
-    /// The next result that is not `InProgress`.
+    /// The next result that is not `InProgress` nor a `commands.output` chunk.
     pub async fn next_final_result(&mut self) -> AgentResult {
         loop {
             if let Event::Result(result) = self.next().await {
+                if result.topic == "commands.output" {
+                    continue; // output chunks of a running command
+                }
                 let status = serde_json::from_slice::<serde_json::Value>(&result.payload)
                     .ok()
                     .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_owned));

@@ -121,7 +121,8 @@ pub enum CommandStatus {
 pub struct CommandResult {
     /// The command of the delivery (empty if its payload could not be read).
     pub command_id: String,
-    /// `InProgress` until the last result, then `Success`, `Failed`, `TimedOut` or `Cancelled`.
+    /// `InProgress` until the last result, then `Success`, `Failed`, `TimedOut`, `Cancelled`
+    /// or `InvalidPlatform` (no plugin could run on this node).
     pub status: CommandStatus,
     /// The plugins started so far, in order (all of them in the final result).
     pub plugins: Vec<PluginResult>,
@@ -161,7 +162,8 @@ pub struct PluginResult {
     /// output is not all of it.
     #[serde(default)]
     pub stream_truncated: bool,
-    /// Why the plugin could not run or was stopped (`pwsh not found`, `unsupported plugin ...`).
+    /// Why the plugin could not run or was stopped (`aws:runPowerShellScript needs pwsh, ...`,
+    /// `unsupported plugin ...`, `workingDirectory ... does not exist ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// RFC 3339 UTC; absent for a skipped plugin.
