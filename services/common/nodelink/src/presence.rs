@@ -50,6 +50,15 @@ pub trait Presence: Send + Sync + 'static {
     async fn set(&self, node_id: &str, replica_id: &str, ttl: Duration) -> Result<(), ApiError>;
     /// The replica holding `node_id`, if any claim is live.
     async fn get(&self, node_id: &str) -> Result<Option<String>, ApiError>;
+    /// The replicas holding each of `node_ids` (same order). The default asks one by one;
+    /// [`RedisPresence`] asks in one round trip per few hundred nodes.
+    async fn get_many(&self, node_ids: &[String]) -> Result<Vec<Option<String>>, ApiError> {
+        let mut holders = Vec::with_capacity(node_ids.len());
+        for node_id in node_ids {
+            holders.push(self.get(node_id).await?);
+        }
+        Ok(holders)
+    }
     /// Removes the claim only if `replica_id` holds it (compare and delete); returns whether
     /// it did.
     async fn remove_if(&self, node_id: &str, replica_id: &str) -> Result<bool, ApiError>;
@@ -142,6 +151,23 @@ impl Presence for RedisPresence {
             .query_async::<Option<String>>(&mut connection)
             .await
             .map_err(|error| presence_error("get", error))
+    }
+
+    async fn get_many(&self, node_ids: &[String]) -> Result<Vec<Option<String>>, ApiError> {
+        let mut holders = Vec::with_capacity(node_ids.len());
+        let mut connection = self.manager.clone();
+        for chunk in node_ids.chunks(REFRESH_CHUNK) {
+            let mut command = redis::cmd("MGET");
+            for node_id in chunk {
+                command.arg(self.key(node_id));
+            }
+            let values: Vec<Option<String>> = command
+                .query_async(&mut connection)
+                .await
+                .map_err(|error| presence_error("get many", error))?;
+            holders.extend(values);
+        }
+        Ok(holders)
     }
 
     async fn remove_if(&self, node_id: &str, replica_id: &str) -> Result<bool, ApiError> {

@@ -29,6 +29,9 @@ pub const MAX_TOPIC_LEN: usize = 128;
 pub const MAX_TRACE_CONTEXT_ENTRIES: usize = 8;
 const MAX_TRACE_CONTEXT_KEY_LEN: usize = 64;
 const MAX_TRACE_CONTEXT_VALUE_LEN: usize = 1024;
+/// Rows per multi-row insert of [`NodeLink::stage_many`] (and ids per read of
+/// [`NodeLink::push`]); 10 columns each stays far below both databases' bind limits.
+pub const STAGE_CHUNK: usize = 500;
 /// Most messages [`NodeLink::pending`] returns at once.
 pub const PENDING_BATCH: u64 = 100;
 
@@ -272,38 +275,165 @@ impl NodeLink {
         Ok(insert(txn, message).await?.id)
     }
 
-    /// Pushes committed messages (from [`NodeLink::stage`]) to the replicas holding their
-    /// nodes. Never fails: what cannot be pushed now is sent on connect or by the re-send.
+    /// Stores many messages in the caller's transaction without pushing them (multi-row
+    /// inserts of [`STAGE_CHUNK`] rows); returns their ids in order. Every message is
+    /// validated first: one bad message fails the whole call and stores nothing of it. Call
+    /// [`NodeLink::push`] with the ids after the commit.
+    pub async fn stage_many(
+        &self,
+        txn: &impl ConnectionTrait,
+        messages: Vec<Outbound>,
+    ) -> Result<Vec<String>, ApiError> {
+        for message in &messages {
+            validate(message)?;
+        }
+        let now = Utc::now();
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut rows = Vec::with_capacity(messages.len().min(STAGE_CHUNK));
+        let mut messages = messages.into_iter().peekable();
+        while messages.peek().is_some() {
+            rows.clear();
+            for message in messages.by_ref().take(STAGE_CHUNK) {
+                let trace_context =
+                    serde_json::to_string(&message.trace_context).map_err(|error| {
+                        ApiError::internal(format!("encode trace context: {error}"))
+                    })?;
+                let id = uuid::Uuid::now_v7().to_string();
+                ids.push(id.clone());
+                rows.push(node_message::ActiveModel {
+                    id: Set(id),
+                    node_id: Set(message.node_id),
+                    topic: Set(message.topic),
+                    payload: Set(message.payload),
+                    trace_context: Set(trace_context),
+                    created_at: Set(now),
+                    expires_at: Set(message.expires_at),
+                    acked_at: Set(None),
+                    last_sent_at: Set(None),
+                    send_count: Set(0),
+                });
+            }
+            node_message::Entity::insert_many(std::mem::take(&mut rows))
+                .exec_without_returning(txn)
+                .await
+                .map_err(db_error("insert many"))?;
+        }
+        Ok(ids)
+    }
+
+    /// Withdraws a message the node has not acknowledged: it expires now, so no gateway
+    /// delivers or re-sends it from the store again. Returns `false` when the node already
+    /// acknowledged it (or it does not exist): it reached the agent. A push already on its
+    /// way through a replica inbox may still reach the agent within moments (the delivery
+    /// carries the original expiry), so callers that must stop work should also tell the
+    /// agent when the message was sent (`last_sent_at`, see [`NodeLink::get`]).
+    pub async fn withdraw(&self, message_id: &str) -> Result<bool, ApiError> {
+        let now = Utc::now();
+        let result = node_message::Entity::update_many()
+            .col_expr(node_message::Column::ExpiresAt, Expr::value(now))
+            .filter(node_message::Column::Id.eq(message_id))
+            .filter(node_message::Column::AckedAt.is_null())
+            .filter(
+                Condition::any()
+                    .add(node_message::Column::ExpiresAt.is_null())
+                    .add(node_message::Column::ExpiresAt.gt(now)),
+            )
+            .exec(&self.db)
+            .await
+            .map_err(db_error("withdraw"))?;
+        if result.rows_affected > 0 {
+            return Ok(true);
+        }
+        // Already expired (withdrawn before, or past its expiry) and never acknowledged?
+        let row = node_message::Entity::find_by_id(message_id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(db_error("withdraw"))?;
+        Ok(row.is_some_and(|row| row.acked_at.is_none()))
+    }
+
+    /// [`NodeLink::withdraw`] for many messages at once (a few statements per
+    /// [`STAGE_CHUNK`] ids); returns the ids that never reached their agent (now withdrawn,
+    /// or expired earlier without an acknowledgement). Unknown ids are left out.
+    pub async fn withdraw_many(&self, message_ids: &[String]) -> Result<Vec<String>, ApiError> {
+        let now = Utc::now();
+        let mut withdrawn = Vec::new();
+        for chunk in message_ids.chunks(STAGE_CHUNK) {
+            node_message::Entity::update_many()
+                .col_expr(node_message::Column::ExpiresAt, Expr::value(now))
+                .filter(node_message::Column::Id.is_in(chunk.iter().cloned()))
+                .filter(node_message::Column::AckedAt.is_null())
+                .filter(
+                    Condition::any()
+                        .add(node_message::Column::ExpiresAt.is_null())
+                        .add(node_message::Column::ExpiresAt.gt(now)),
+                )
+                .exec(&self.db)
+                .await
+                .map_err(db_error("withdraw"))?;
+            let unacked: Vec<String> = node_message::Entity::find()
+                .select_only()
+                .column(node_message::Column::Id)
+                .filter(node_message::Column::Id.is_in(chunk.iter().cloned()))
+                .filter(node_message::Column::AckedAt.is_null())
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(db_error("withdraw"))?;
+            withdrawn.extend(unacked);
+        }
+        Ok(withdrawn)
+    }
+
+    /// Pushes committed messages (from [`NodeLink::stage`] or [`NodeLink::stage_many`]) to
+    /// the replicas holding their nodes: one presence lookup per batch and one queue publish
+    /// per message. Never fails: what cannot be pushed now is sent on connect or by the
+    /// re-send.
     pub async fn push(&self, ids: &[String]) {
         if ids.is_empty() {
             return;
         }
         let now = Utc::now();
-        let rows = node_message::Entity::find()
-            .filter(node_message::Column::Id.is_in(ids.iter().cloned()))
-            .filter(deliverable(now))
-            .all(&self.db)
-            .await;
-        match rows {
-            Ok(rows) => {
-                let records: Vec<PendingMessage> = rows.into_iter().map(pending_message).collect();
-                self.push_records(&records).await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "node messages: reading staged messages to push failed");
+        for chunk in ids.chunks(STAGE_CHUNK) {
+            let rows = node_message::Entity::find()
+                .filter(node_message::Column::Id.is_in(chunk.iter().cloned()))
+                .filter(deliverable(now))
+                .all(&self.db)
+                .await;
+            match rows {
+                Ok(rows) => {
+                    let records: Vec<PendingMessage> =
+                        rows.into_iter().map(pending_message).collect();
+                    self.push_records(&records).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "node messages: reading staged messages to push failed");
+                }
             }
         }
     }
 
     async fn push_records(&self, records: &[PendingMessage]) {
+        if records.is_empty() {
+            return;
+        }
+        let mut node_ids: Vec<String> = records.iter().map(|r| r.node_id.clone()).collect();
+        node_ids.sort_unstable();
+        node_ids.dedup();
+        let holders: BTreeMap<String, String> = match self.presence.get_many(&node_ids).await {
+            Ok(holders) => node_ids
+                .into_iter()
+                .zip(holders)
+                .filter_map(|(node_id, holder)| holder.map(|holder| (node_id, holder)))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "node message push: presence lookup failed");
+                return;
+            }
+        };
         for record in records {
-            let replica = match self.presence.get(&record.node_id).await {
-                Ok(Some(replica)) => replica,
-                Ok(None) => continue,
-                Err(error) => {
-                    tracing::warn!(node_id = %record.node_id, %error, "node message push: presence lookup failed");
-                    continue;
-                }
+            let Some(replica) = holders.get(&record.node_id).cloned() else {
+                continue;
             };
             let mut headers = Headers::new();
             headers.insert(KIND_HEADER.to_owned(), KIND_DELIVERY.to_owned());
