@@ -12,7 +12,7 @@ mod validate;
 
 pub use builtin::BUILT_IN_OWNER;
 pub use migrations::Migrator;
-pub use service::{ADMINISTER_ACTION, DocumentServiceImpl};
+pub use service::{ADMINISTER_ACTION, DocumentServiceImpl, RunnableDocument, fetch_for_caller};
 pub use validate::{
     MAX_DOCUMENTS, MAX_SHARES_PER_DOCUMENT, MAX_TAGS_PER_DOCUMENT, MAX_VERSIONS_PER_DOCUMENT,
 };

@@ -461,6 +461,61 @@ impl Filters {
     }
 }
 
+// ---- reading a document to run it --------------------------------------------------------
+
+/// A document version as another service runs it (Run Command).
+#[derive(Debug, Clone)]
+pub struct RunnableDocument {
+    /// The document's name (the Bosun name when an `AWS-` alias was asked for).
+    pub name: String,
+    /// The version number.
+    pub version: i32,
+    /// Hex SHA-256 of the version's content.
+    pub sha256: String,
+    /// The stored document type (`Command`, `Automation`, `Session`).
+    pub document_type: String,
+    /// The content, parsed.
+    pub document: bosun_document::Document,
+}
+
+/// The document `name` at `version` (`$DEFAULT`, `$LATEST` or a number; `None` or empty =
+/// `$DEFAULT`) as `caller` may read it: needs `documents:GetDocument` on `document:<name>`
+/// and the document must be visible to the caller. A document that is missing or invisible
+/// is NOT_FOUND `InvalidDocument`; a bad or missing version is `InvalidDocumentVersion`
+/// naming `field` when malformed; a refused policy check is PERMISSION_DENIED.
+pub async fn fetch_for_caller<C: ConnectionTrait>(
+    conn: &C,
+    caller: &AuthContext,
+    name: &str,
+    version: Option<&str>,
+    field: &str,
+) -> Result<RunnableDocument, ApiError> {
+    let by_number = selector(field, version.unwrap_or(""))?;
+    authorize(caller, "GetDocument", name)?;
+    let found = find_visible(conn, caller, name, "InvalidDocument").await?;
+    let record = resolve_version(conn, &found, by_number, "").await?;
+    let format = content::format_from_name(&record.format);
+    let document = bosun_document::Document::parse(&record.content, format).map_err(|errors| {
+        ApiError::internal(format!(
+            "stored document {name} version {} does not parse: {}",
+            record.version,
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })?;
+    let stored = found.document();
+    Ok(RunnableDocument {
+        name: stored.name.clone(),
+        version: record.version,
+        sha256: record.sha256.clone(),
+        document_type: stored.document_type.clone(),
+        document,
+    })
+}
+
 // ---- the audited change -----------------------------------------------------------------
 
 impl DocumentServiceImpl {}

@@ -288,6 +288,112 @@ pub async fn resolve(
     node_ids(db, condition, after, limit).await
 }
 
+/// A node as services that run things on nodes need it: name, platform and tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSummary {
+    pub id: String,
+    /// The computer name the agent reported (the node's name when it reported none).
+    pub name: String,
+    /// `Linux`, `MacOS`, `Windows`; empty when the node never connected.
+    pub platform_type: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// False when deregistered.
+    pub registered: bool,
+}
+
+type SummaryRow = (
+    String,
+    String,
+    String,
+    String,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
+/// Summaries of the nodes `condition` selects (`registered_only`: not deregistered), in id
+/// order: two queries, the nodes and then their tags.
+async fn summaries<C: ConnectionTrait>(
+    conn: &C,
+    condition: Condition,
+    registered_only: bool,
+) -> Result<Vec<NodeSummary>, ApiError> {
+    let mut condition = condition;
+    if registered_only {
+        condition = condition.add(node::Column::DeregisteredAt.is_null());
+    }
+    let rows: Vec<SummaryRow> = node::Entity::find()
+        .select_only()
+        .column(node::Column::Id)
+        .column(node::Column::Name)
+        .column(node::Column::Hostname)
+        .column(node::Column::PlatformType)
+        .column(node::Column::DeregisteredAt)
+        .filter(condition.clone())
+        .order_by_asc(node::Column::Id)
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(|error| ApiError::internal(format!("read nodes: {error}")))?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let selected = Query::select()
+        .column(node::Column::Id)
+        .from(node::Entity)
+        .cond_where(condition)
+        .to_owned();
+    let tag_rows: Vec<(String, String, String)> = node_tag::Entity::find()
+        .select_only()
+        .column(node_tag::Column::NodeId)
+        .column(node_tag::Column::Key)
+        .column(node_tag::Column::Value)
+        .filter(node_tag::Column::NodeId.in_subquery(selected))
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(|error| ApiError::internal(format!("read node tags: {error}")))?;
+    let mut tags: std::collections::HashMap<String, std::collections::BTreeMap<String, String>> =
+        std::collections::HashMap::with_capacity(rows.len());
+    for (node_id, key, value) in tag_rows {
+        tags.entry(node_id).or_default().insert(key, value);
+    }
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, name, hostname, platform_type, deregistered_at)| NodeSummary {
+                tags: tags.remove(&id).unwrap_or_default(),
+                name: if hostname.is_empty() { name } else { hostname },
+                id,
+                platform_type,
+                registered: deregistered_at.is_none(),
+            },
+        )
+        .collect())
+}
+
+/// Summaries of the nodes with these ids (at most a few thousand: one `IN` list),
+/// deregistered ones included, in id order; ids that never existed are left out.
+pub async fn node_summaries<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[String],
+) -> Result<Vec<NodeSummary>, ApiError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let condition = Condition::all().add(node::Column::Id.is_in(ids.iter().cloned()));
+    summaries(conn, condition, false).await
+}
+
+/// Summaries of every registered node `targets` select (ANDed; an empty list selects every
+/// node), in id order: two queries whatever the number of nodes. A `resource-groups:Name`
+/// target naming no group is an `InvalidTarget` naming `targets[i].values[0]`.
+pub async fn resolve_summaries<C: ConnectionTrait>(
+    conn: &C,
+    targets: &[Target],
+) -> Result<Vec<NodeSummary>, ApiError> {
+    let condition = targets_condition(conn, targets).await?;
+    summaries(conn, condition, true).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub use name::{ParameterName, ParameterPath, Selector, VersionSelector};
 pub use policy::{FiredEvent, ParameterPolicy, PolicyEvent, PolicyStatus, TimeUnit};
 pub use policy_worker::{Clock, ManualClock, PolicyWorker, RunReport, SystemClock};
 pub use rotation::{RotationReport, rotate_master_key};
-pub use service::ParameterServiceImpl;
+pub use service::{ParameterServiceImpl, PlainValue, read_for_caller};
 pub use value::{AllowedPattern, ParameterType, Tier, TierRequest};
 
 /// The gRPC service name, for routing and health.

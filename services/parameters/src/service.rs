@@ -994,6 +994,42 @@ async fn resolve<C: ConnectionTrait>(
     Ok((parameter, version))
 }
 
+/// A parameter value read on a caller's behalf by another service (Run Command's
+/// `{{ssm:/name}}` references).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlainValue {
+    /// `String`, `StringList` or `SecureString`.
+    pub parameter_type: String,
+    /// The value as stored (StringList comma-separated); empty for a SecureString, which is
+    /// never decrypted here.
+    pub value: String,
+}
+
+/// The value of parameter `name` (at `version`, else the latest) as `caller` may read it:
+/// needs `parameters:GetParameter` on `parameter:<name>` (PERMISSION_DENIED otherwise).
+/// A malformed name is INVALID_ARGUMENT; a missing parameter or version NOT_FOUND
+/// (`ParameterNotFound`, `ParameterVersionNotFound`). A SecureString comes back with its
+/// type and an empty value: the caller decides to refuse it.
+pub async fn read_for_caller<C: ConnectionTrait>(
+    conn: &C,
+    caller: &AuthContext,
+    name: &str,
+    version: Option<u64>,
+) -> Result<PlainValue, ApiError> {
+    let name = ParameterName::parse_field("name", name)?;
+    authorize(caller, "GetParameter", name.as_str())?;
+    let selector = Selector {
+        name,
+        version: version.map_or(VersionSelector::Latest, VersionSelector::Version),
+    };
+    let (_, version) = resolve(conn, "get", &selector).await?;
+    let secure = version.parameter_type == ParameterType::SecureString.as_str();
+    Ok(PlainValue {
+        value: if secure { String::new() } else { version.value },
+        parameter_type: version.parameter_type,
+    })
+}
+
 impl ParameterServiceImpl {
     /// Refuses, and audits the refusal, when the caller may not decrypt `name`.
     async fn check_decrypt<T>(

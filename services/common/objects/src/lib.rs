@@ -77,6 +77,10 @@ pub struct Objects {
     store: Arc<dyn ObjectStore>,
     /// Where the objects live, for error messages and logs: `local:/path` or `s3://bucket/prefix`.
     description: Arc<str>,
+    /// What [`Objects::url`] puts before a key: `file:///root` or `s3://bucket[/prefix]`.
+    url_base: Arc<str>,
+    /// The S3 bucket; `None` for the local store.
+    bucket: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Objects {
@@ -94,10 +98,39 @@ impl Objects {
     /// S3 is only configured here, so a wrong bucket or credential shows on first use.
     pub fn open(config: &ObjectStoreConfig) -> Result<Self, ObjectsError> {
         let (store, description) = config::build(config)?;
+        let (url_base, bucket) = match config {
+            ObjectStoreConfig::Local { .. } => {
+                let root = description.strip_prefix("local:").unwrap_or(&description);
+                (format!("file://{}", root.trim_end_matches('/')), None)
+            }
+            ObjectStoreConfig::S3 { bucket, prefix, .. } => {
+                let bucket = bucket.trim();
+                let prefix = prefix.as_deref().unwrap_or("").trim_matches('/');
+                let base = if prefix.is_empty() {
+                    format!("s3://{bucket}")
+                } else {
+                    format!("s3://{bucket}/{prefix}")
+                };
+                (base, Some(Arc::from(bucket)))
+            }
+        };
         Ok(Objects {
             store,
             description: description.into(),
+            url_base: url_base.into(),
+            bucket,
         })
+    }
+
+    /// The address of the object under `key`, for users: `file:///root/<key>` for the local
+    /// store, `s3://bucket/[prefix/]<key>` for S3. Does not check that the object exists.
+    pub fn url(&self, key: &str) -> String {
+        format!("{}/{}", self.url_base, key.trim_start_matches('/'))
+    }
+
+    /// The S3 bucket objects are kept in; `None` for the local store.
+    pub fn bucket(&self) -> Option<&str> {
+        self.bucket.as_deref()
     }
 
     /// Where this store keeps objects: `local:/path` or `s3://bucket/prefix`.
@@ -215,5 +248,39 @@ impl Objects {
             Arc::clone(&self.description),
             upload,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_the_store_and_the_key() {
+        let root = std::env::temp_dir().join(format!("bosun-objects-url-{}", std::process::id()));
+        let local = Objects::open(&ObjectStoreConfig::Local { root: root.clone() })
+            .expect("local store opens");
+        let url = local.url("commands/c/n/s/stdout");
+        assert!(url.starts_with("file:///"), "{url}");
+        assert!(url.ends_with("/commands/c/n/s/stdout"), "{url}");
+        assert!(!url.contains("//commands"), "{url}");
+        assert_eq!(local.bucket(), None);
+        let _ = std::fs::remove_dir_all(root);
+
+        let s3 = Objects::open(&ObjectStoreConfig::S3 {
+            bucket: "bosun-outputs".into(),
+            region: "eu-west-1".into(),
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: true,
+            prefix: Some("/prod/".into()),
+        })
+        .expect("s3 store configures");
+        assert_eq!(
+            s3.url("commands/x/stdout"),
+            "s3://bosun-outputs/prod/commands/x/stdout"
+        );
+        assert_eq!(s3.bucket(), Some("bosun-outputs"));
     }
 }
