@@ -1,6 +1,8 @@
 //! `IntakeWorker`: reads change events from the queue stream `events` (consumer group
 //! `notifications`) and turns each into one Pending delivery per matching enabled webhook,
-//! then acknowledges it.
+//! then acknowledges it. An event that names a webhook (`"webhook_id": "wh-…"`, as Run
+//! Command's notification config sets it) is also delivered to that webhook, whatever its
+//! filters, if it exists and is enabled; still one delivery per webhook and event.
 //!
 //! At least once and idempotent: a delivery is keyed by (webhook, event id) and inserted
 //! only if absent, and the message is acked only after the inserts committed, so a crash in
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::NotificationsConfig;
 use crate::delivery::DeliveryWake;
-use crate::store::{self, NewDelivery};
+use crate::store::{self, NewDelivery, WebhookRecord};
 
 /// The consumer group of this service on the `events` stream.
 pub const CONSUMER_GROUP: &str = "notifications";
@@ -36,9 +38,20 @@ struct IncomingEvent {
     operation: String,
     name: String,
     event_id: String,
+    /// The webhook the publisher directs this event to, besides those whose filters match.
+    #[serde(default)]
+    webhook_id: Option<String>,
 }
 
 impl IncomingEvent {
+    /// Whether `webhook` receives this event: its filters match, or the event names it.
+    fn is_for(&self, webhook: &WebhookRecord) -> bool {
+        self.webhook_id.as_deref() == Some(webhook.webhook_id.as_str())
+            || webhook
+                .filters
+                .matches(&self.source, &self.operation, &self.name)
+    }
+
     fn parse(payload: &[u8]) -> Option<IncomingEvent> {
         let event: IncomingEvent = serde_json::from_slice(payload).ok()?;
         let word = |text: &str, max: usize| !text.is_empty() && text.len() <= max;
@@ -145,11 +158,9 @@ impl IntakeWorker {
             let payload = String::from_utf8_lossy(&message.payload);
             let now = Utc::now();
             let mut result = Ok(());
-            for webhook in webhooks.iter().filter(|webhook| {
-                webhook
-                    .filters
-                    .matches(&event.source, &event.operation, &event.name)
-            }) {
+            // Enabled webhooks only: a directed event for a webhook deleted or disabled
+            // since is simply not delivered there.
+            for webhook in webhooks.iter().filter(|webhook| event.is_for(webhook)) {
                 let new = NewDelivery {
                     webhook_id: &webhook.webhook_id,
                     event_id: &event.event_id,
@@ -225,5 +236,36 @@ mod tests {
         ] {
             assert!(IncomingEvent::parse(bad).is_none());
         }
+    }
+
+    #[test]
+    fn a_directed_event_is_for_its_webhook_whatever_the_filters() {
+        let webhook = |id: &str, sources: &[&str]| WebhookRecord {
+            webhook_id: id.to_owned(),
+            url: "https://h.example.com/".to_owned(),
+            description: String::new(),
+            filters: crate::validate::Filters {
+                sources: sources.iter().map(|s| (*s).to_owned()).collect(),
+                operations: Vec::new(),
+                name_prefixes: Vec::new(),
+            },
+            enabled: true,
+            sealed_secret: String::new(),
+            created_by: String::new(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let directed = IncomingEvent::parse(
+            br#"{"source":"commands","operation":"CommandStatusChange","name":"c1","event_id":"e1","webhook_id":"wh-a"}"#,
+        )
+        .expect("parses");
+        assert!(directed.is_for(&webhook("wh-a", &["parameters"])));
+        assert!(!directed.is_for(&webhook("wh-b", &["parameters"])));
+        assert!(directed.is_for(&webhook("wh-b", &["commands"])));
+        let plain = IncomingEvent::parse(
+            br#"{"source":"commands","operation":"CommandStatusChange","name":"c1","event_id":"e1","webhook_id":null}"#,
+        )
+        .expect("parses");
+        assert!(!plain.is_for(&webhook("wh-a", &["parameters"])));
     }
 }

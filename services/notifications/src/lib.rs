@@ -23,6 +23,7 @@ pub use migrations::Migrator;
 pub use rotation::{SecretRewrapReport, rewrap_webhook_secrets};
 pub use service::NotificationServiceImpl;
 pub use signature::{SigningSecret, VerifyError, verify};
+pub use store::find_enabled_webhook;
 
 /// The gRPC service name, for routing and health.
 pub const SERVICE_NAME: &str = "bosun.notifications.v1.NotificationService";

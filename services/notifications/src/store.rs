@@ -226,6 +226,29 @@ pub async fn enabled_webhooks<C: ConnectionTrait>(
         .collect()
 }
 
+/// The id of the enabled webhook `id_or_url` names: its id (`wh-…`), or its URL exactly as
+/// registered (the first by id when several share it); `None` when there is none.
+pub async fn find_enabled_webhook<C: ConnectionTrait>(
+    conn: &C,
+    id_or_url: &str,
+) -> Result<Option<String>, ApiError> {
+    webhook::Entity::find()
+        .select_only()
+        .column(webhook::Column::WebhookId)
+        .filter(webhook::Column::Enabled.eq(true))
+        .filter(
+            Condition::any()
+                .add(webhook::Column::WebhookId.eq(id_or_url))
+                .add(webhook::Column::Url.eq(id_or_url)),
+        )
+        .order_by_asc(webhook::Column::WebhookId)
+        .limit(1)
+        .into_tuple::<String>()
+        .one(conn)
+        .await
+        .map_err(db_error("find webhook"))
+}
+
 /// Every webhook's id and sealed secret, for re-wrapping under a new master key.
 pub async fn sealed_secrets<C: ConnectionTrait>(
     conn: &C,

@@ -14,8 +14,8 @@ pub const MAX_DESCRIPTION_LENGTH: usize = 1024;
 pub const MAX_FILTER_VALUES: usize = 20;
 pub const MAX_PREFIX_LENGTH: usize = 2048;
 /// The event sources that publish today.
-pub const KNOWN_SOURCES: &[&str] = &["parameters"];
-/// The operations the Parameter Store publishes.
+pub const KNOWN_SOURCES: &[&str] = &["parameters", "commands"];
+/// The operations the Parameter Store and Run Command publish.
 pub const KNOWN_OPERATIONS: &[&str] = &[
     "Create",
     "Update",
@@ -25,6 +25,8 @@ pub const KNOWN_OPERATIONS: &[&str] = &[
     "Expired",
     "ExpirationNotification",
     "NoChangeNotification",
+    "CommandStatusChange",
+    "InvocationStatusChange",
 ];
 
 pub const REASON_VALIDATION: &str = "ValidationException";

@@ -242,6 +242,117 @@ async fn a_duplicate_event_makes_one_delivery() {
     }
 }
 
+/// A Run Command status event as the commands service publishes it, directed to `webhook_id`
+/// when given; returns its event id.
+async fn publish_command_event(h: &Harness, command_id: &str, webhook_id: Option<&str>) -> String {
+    let event_id = uuid::Uuid::now_v7().to_string();
+    let mut event = serde_json::json!({
+        "event_id": event_id,
+        "source": "commands",
+        "operation": "CommandStatusChange",
+        "name": command_id,
+        "command_id": command_id,
+        "document_name": "AWS-RunShellScript",
+        "status": "Success",
+        "status_details": "Success",
+        "requested_by": ADMIN,
+        "time": chrono::Utc::now().to_rfc3339(),
+    });
+    if let Some(id) = webhook_id {
+        event["webhook_id"] = serde_json::Value::from(id);
+    }
+    h.queue
+        .publish(
+            bosun_parameters::EVENTS_STREAM,
+            &serde_json::to_vec(&event).expect("json"),
+            &bosun_queue::Headers::new(),
+        )
+        .await
+        .expect("publish");
+    event_id
+}
+
+#[tokio::test]
+async fn an_event_naming_a_webhook_reaches_it_whatever_its_filters() {
+    for test_db in bosun_store::testing::both().await {
+        let mut h = Harness::start(test_db).await;
+        let named = WebhookReceiver::start().await.expect("receiver");
+        let commands = WebhookReceiver::start().await.expect("receiver");
+        let disabled = WebhookReceiver::start().await.expect("receiver");
+        // Listens to parameters only: reached by commands events only when they name it.
+        let (named_hook, named_secret) = h
+            .create(&named.url, Some(filters(&["parameters"], &[], &[])), None)
+            .await;
+        // Its filters match every commands event, and one event also names it.
+        let (commands_hook, _) = h
+            .create(&commands.url, Some(filters(&["commands"], &[], &[])), None)
+            .await;
+        let (disabled_hook, _) = h.create(&disabled.url, None, Some(false)).await;
+
+        let to_named = publish_command_event(&h, "c-1", Some(&named_hook.webhook_id)).await;
+        let to_both = publish_command_event(&h, "c-2", Some(&commands_hook.webhook_id)).await;
+        let to_disabled = publish_command_event(&h, "c-3", Some(&disabled_hook.webhook_id)).await;
+        let to_nobody = publish_command_event(&h, "c-4", Some("wh-0000000000000000")).await;
+        let intake = h.intake();
+        // named: c-1; commands: c-1..c-4 by its filters, c-2 once although also named.
+        assert_eq!(h.take_events(&intake).await, 5);
+        assert_eq!(
+            h.queue
+                .pending(
+                    bosun_parameters::EVENTS_STREAM,
+                    bosun_notifications::CONSUMER_GROUP
+                )
+                .await
+                .expect("pending"),
+            0,
+            "every event acknowledged, the one naming an unknown webhook too"
+        );
+        h.spawn_delivery(h.delivery());
+
+        let got = named
+            .wait_for(1, WAIT)
+            .await
+            .expect("the named webhook receives");
+        got[0]
+            .verify(&named_secret)
+            .expect("signed with its secret");
+        assert_eq!(got[0].header("bosun-event-id"), Some(to_named.as_str()));
+        let body = got[0].json();
+        assert_eq!(body["source"], "commands");
+        assert_eq!(body["name"], "c-1");
+        assert_eq!(body["webhook_id"], named_hook.webhook_id.as_str());
+
+        let got = commands
+            .wait_for(4, WAIT)
+            .await
+            .expect("the commands webhook receives");
+        let mut ids: Vec<String> = got
+            .iter()
+            .map(|request| {
+                request
+                    .header("bosun-event-id")
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        ids.sort();
+        let mut expected = vec![to_named.clone(), to_both, to_disabled, to_nobody];
+        expected.sort();
+        assert_eq!(ids, expected, "one delivery per event, none twice");
+        h.wait_deliveries(&named_hook.webhook_id, WAIT, |d| {
+            d.len() == 1 && status_of(&d[0]) == pb::DeliveryStatus::Succeeded
+        })
+        .await;
+        assert!(h.deliveries(&disabled_hook.webhook_id).await.is_empty());
+        assert!(
+            disabled.requests().is_empty(),
+            "a disabled webhook gets nothing"
+        );
+        assert_eq!(named.requests().len(), 1);
+        h.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn malformed_events_are_acknowledged_and_skipped() {
     let mut h = Harness::start(bosun_store::testing::sqlite().await).await;
