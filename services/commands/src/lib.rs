@@ -17,11 +17,14 @@
 pub mod config;
 pub mod engine;
 pub mod entities;
+mod local;
 mod migrations;
 pub mod model;
 pub mod ports;
+mod query;
 mod send;
 mod service;
+mod validate;
 
 pub use config::CommandsConfig;
 pub use engine::Engine;

@@ -393,6 +393,14 @@ pub fn output_key(
     format!("{prefix}/{command_id}/{node_id}/{step}/{stream}")
 }
 
+/// The plan step indexes of an invocation's `steps` column (`"0,2"`); empty text is none,
+/// and parts that are not numbers are skipped.
+pub fn step_indexes(steps: &str) -> impl Iterator<Item = usize> + '_ {
+    steps
+        .split(',')
+        .filter_map(|part| part.trim().parse::<usize>().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
