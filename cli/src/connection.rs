@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bosun_proto::audit::v1::audit_service_client::AuditServiceClient;
 use bosun_proto::auth::v1::auth_service_client::AuthServiceClient;
+use bosun_proto::commands::v1::command_service_client::CommandServiceClient;
 use bosun_proto::documents::v1::document_service_client::DocumentServiceClient;
 use bosun_proto::inventory::v1::node_service_client::NodeServiceClient;
 use bosun_proto::inventory::v1::resource_group_service_client::ResourceGroupServiceClient;
@@ -94,6 +95,7 @@ pub type ParametersClient = ParameterServiceClient<InterceptedService<Channel, B
 pub type NotificationsClient = NotificationServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type NodesClient = NodeServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type ResourceGroupsClient = ResourceGroupServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub type CommandsClient = CommandServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 /// An open channel plus the credentials to use on it.
 #[derive(Clone, Debug)]
@@ -141,6 +143,10 @@ impl Connection {
 
     pub fn resource_groups(&self) -> ResourceGroupsClient {
         ResourceGroupServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn commands(&self) -> CommandsClient {
+        CommandServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 }
 

@@ -24,6 +24,7 @@ use crate::commands::Context;
 use crate::commands::activations::ActivationCommand;
 use crate::commands::api_keys::ApiKeysCommand;
 use crate::commands::audit::AuditCommand;
+use crate::commands::command::CommandCommand;
 use crate::commands::documents::DocCommand;
 use crate::commands::groups::GroupCommand;
 use crate::commands::nodes::NodeCommand;
@@ -119,6 +120,15 @@ enum Command {
     /// Manage resource groups: named tag queries over nodes, resolved live.
     #[command(subcommand, visible_alias = "groups")]
     Group(GroupCommand),
+    /// Run a command on nodes and follow it: `bosun run --targets tag:Env=prod -- uname -a`.
+    ///
+    /// Prints each node's result as it finishes and exits 0 when the command ends Success,
+    /// 1 otherwise. The first Ctrl-C cancels the command (and keeps following it), a second
+    /// stops following.
+    Run(commands::run::RunArgs),
+    /// Commands sent with `bosun run`: list them, show one with its nodes, cancel, read output.
+    #[command(subcommand, name = "command", visible_alias = "commands")]
+    Commands(CommandCommand),
     /// Run the all-in-one Bosun server.
     Server(server::ServerArgs),
     /// Run one Bosun service on its own.
@@ -179,6 +189,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Activation(command) => commands::activations::run(&make_context()?, command).await,
         Command::Node(command) => commands::nodes::run(&make_context()?, command).await,
         Command::Group(command) => commands::groups::run(&make_context()?, command).await,
+        Command::Run(args) => commands::run::run(&make_context()?, args).await,
+        Command::Commands(command) => commands::command::run(&make_context()?, command).await,
     }
 }
 
@@ -524,6 +536,71 @@ mod tests {
             &["group", "rm", "web"],
         ] {
             assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn run_and_command_parse() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "run",
+            "--targets",
+            "tag:Env=prod",
+            "--max-concurrency",
+            "10%",
+            "-o",
+            "json",
+            "--",
+            "uname",
+            "-a",
+        ])?;
+        assert_eq!(cli.output, OutputFormat::Json);
+        let Command::Run(args) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(args.command, ["uname", "-a"]);
+        assert_eq!(args.targets[0].key, "tag:Env");
+        assert_eq!(args.max_concurrency.as_deref(), Some("10%"));
+
+        let cli = parse(&[
+            "command", "output", "c1", "--node", "mi-1", "--stderr", "-f",
+        ])?;
+        let Command::Commands(CommandCommand::Output(args)) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert!(args.stderr && args.follow && args.step.is_none());
+        let cli = parse(&[
+            "command",
+            "cancel",
+            "c1",
+            "--node",
+            "mi-1,mi-2",
+            "--node",
+            "mi-3",
+        ])?;
+        let Command::Commands(CommandCommand::Cancel { nodes, .. }) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(nodes, ["mi-1", "mi-2", "mi-3"]);
+        for ok in [
+            &["commands", "ls"][..],
+            &[
+                "command", "ls", "--status", "Failed", "--doc", "X", "--node", "mi-1",
+            ],
+            &["command", "show", "c1"],
+            &["command", "cancel", "c1"],
+            &["run", "--instance-ids", "mi-1", "--doc", "X", "--no-wait"],
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            &["command", "output", "c1"][..],
+            &["command", "show"],
+            &["command", "ls", "--max", "0"],
+            &["run", "--", "uptime"],
+            &["run", "--targets", "InstanceIds=*"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bosun_audit::{AuditLog, AuditServiceImpl};
 use bosun_auth::{KeyRing, TokenVerifier};
+use bosun_commands::{CommandServiceImpl, CommandsConfig, Engine, Ports};
 use bosun_core::lifecycle::{Tasks, cancel_on_signals};
 use bosun_documents::DocumentServiceImpl;
 use bosun_gateway::{AuthConfig, Bootstrap, GatewayDeps, LocalServices};
@@ -21,6 +22,7 @@ use bosun_nodelink::{
 use bosun_notifications::{
     DeliveryWorker, IntakeWorker, NotificationServiceImpl, NotificationsConfig,
 };
+use bosun_objects::{ObjectStoreConfig, Objects};
 use bosun_parameters::{
     KeySource, MasterKeyRing, ParameterServiceImpl, PolicyWorker, ReadCache, SystemClock,
 };
@@ -74,6 +76,11 @@ pub struct ServerConfig {
     pub parameters: ParametersConfig,
     pub notifications: NotificationsConfig,
     pub agents: AgentsConfig,
+    pub commands: CommandsConfig,
+    /// Where full command output is kept; unset: the directory `<data_dir>/objects`.
+    /// Not serialized: it may hold an S3 secret, and unset has no value to write.
+    #[serde(skip_serializing)]
+    pub objects: Option<ObjectStoreConfig>,
 }
 
 /// `[agents]` in bosun.toml: the agent channel the gateway holds, and the node of `bosun server`.
@@ -177,6 +184,8 @@ impl Default for ServerConfig {
             parameters: ParametersConfig::default(),
             notifications: NotificationsConfig::default(),
             agents: AgentsConfig::default(),
+            commands: CommandsConfig::default(),
+            objects: None,
         }
     }
 }
@@ -196,6 +205,7 @@ impl ServerConfig {
         self.auth.validate().map_err(anyhow::Error::msg)?;
         self.notifications.validate().map_err(anyhow::Error::msg)?;
         self.agents.validate()?;
+        self.commands.validate().map_err(anyhow::Error::msg)?;
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -229,6 +239,32 @@ impl ServerConfig {
             .key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("keys").join("parameters.json"))
+    }
+
+    /// `[objects]`, or the local directory `<data_dir>/objects`.
+    fn objects(&self) -> ObjectStoreConfig {
+        self.objects
+            .clone()
+            .unwrap_or_else(|| ObjectStoreConfig::Local {
+                root: self.data_dir.join("objects"),
+            })
+    }
+
+    /// This process's name among the Run Command engines sharing a store: `cmd-` and
+    /// `agents.replica_id` when set, else the host name and process id (unique among the
+    /// processes running at once, which is what leases and queue consumers need).
+    fn command_engine_id(&self) -> String {
+        match &self.agents.replica_id {
+            Some(id) => format!("cmd-{id}"),
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|name| name.trim().to_owned())
+                    .ok()
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| "localhost".to_owned());
+                format!("cmd-{host}-{}", std::process::id())
+            }
+        }
     }
 
     fn key_file(&self) -> PathBuf {
@@ -285,6 +321,9 @@ pub enum ServiceName {
     /// bosun.inventory.v1.NodeService and ResourceGroupService (the agent channel itself is
     /// held by the gateway).
     Inventory,
+    /// bosun.commands.v1.CommandService with its engine (dispatch, results, timeouts, output,
+    /// events); needs redis_url, through which it reaches the gateways' agents.
+    Commands,
 }
 
 /// Flags of `bosun serve <service>`.
@@ -322,7 +361,7 @@ pub fn load_config(
     set("redis_url", args.redis_url.clone());
     set("log_format", args.log_format.clone());
     // Variables of the client side and of tests share the prefix but are not server settings.
-    let env: BTreeMap<String, String> = env
+    let mut env: BTreeMap<String, String> = env
         .iter()
         .filter(|(key, _)| {
             !NOT_SERVER_SETTINGS.contains(&key.as_str())
@@ -332,6 +371,16 @@ pub fn load_config(
         })
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
+    // Variables are typed after the defaults, and `[objects]` has none (unset by default):
+    // its one boolean is parsed here, so BOSUN_OBJECTS__ALLOW_HTTP=true works like the rest.
+    if let Some(raw) = env.remove("BOSUN_OBJECTS__ALLOW_HTTP") {
+        let allow: bool = raw
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("objects.allow_http: must be true or false"))?;
+        let objects = figment::value::Dict::from([("allow_http".to_owned(), Value::from(allow))]);
+        flags.insert("objects".to_owned(), Value::from(objects));
+    }
     Ok(bosun_core::config::load(file, &env, &flags)?)
 }
 
@@ -384,6 +433,20 @@ impl Process {
         create_private_dir(&self.config.data_dir)?;
         let db = bosun_store::connect(&self.config.database_url()).await?;
         Ok(db)
+    }
+
+    /// The object store of `[objects]` (command output), its local directory created.
+    fn open_objects(&self) -> anyhow::Result<Arc<Objects>> {
+        let config = self.config.objects();
+        if let ObjectStoreConfig::Local { root } = &config {
+            create_private_dir(root)?;
+        }
+        let objects = Objects::open(&config).context("objects")?;
+        tracing::info!(
+            store = objects.description(),
+            "command output is kept in the object store"
+        );
+        Ok(Arc::new(objects))
     }
 
     async fn open_queue(&self) -> anyhow::Result<Arc<dyn Queue>> {
@@ -462,7 +525,9 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     bosun_store::migrate::<bosun_notifications::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_inventory::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_nodelink::Migrator>(&db).await?;
+    bosun_store::migrate::<bosun_commands::Migrator>(&db).await?;
     let audit = AuditLog::new(db.clone());
+    let objects = process.open_objects()?;
     let keys = parameter_keys(&process)?;
     let notifications = notification_service(&process, &db, &audit, &queue, keys.clone())?;
     // On its embedded store the all-in-one server is the only writer there is.
@@ -470,6 +535,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let parameters = parameter_service(&process, &db, &audit, &queue, keys, only_writer).await?;
     let link = node_link(&process, &db, &queue).await?;
     let edge = agent_edge(&process, &db, &link);
+    let commands = command_service(&process, &db, &audit, &queue, &link, objects);
     let local = LocalServices {
         routes: Routes::default()
             .add_service(AuditServiceImpl::new(db.clone()).into_server())
@@ -478,6 +544,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             .add_service(notifications.into_server())
             .add_service(node_service(&process, &db, &audit, &link).into_server())
             .add_service(ResourceGroupServiceImpl::new(db.clone(), audit.clone()).into_server())
+            .add_service(commands.into_server())
             .add_service(edge.into_server()),
         names: vec![
             AUDIT_SERVICE,
@@ -486,6 +553,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             bosun_notifications::SERVICE_NAME,
             bosun_inventory::NODE_SERVICE_NAME,
             bosun_inventory::GROUP_SERVICE_NAME,
+            bosun_commands::SERVICE_NAME,
             AGENT_CHANNEL,
         ],
     };
@@ -577,6 +645,43 @@ fn agent_edge(process: &Process, db: &DatabaseConnection, link: &NodeLink) -> Ag
 const NODE_MESSAGE_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
 const NODE_MESSAGE_PURGE_EVERY: Duration = Duration::from_secs(600);
 
+/// The CommandService, with this replica's Run Command engine started as a critical task:
+/// it sends through `link` (the same node messaging as the agent channel), reads agents'
+/// results from `queue` and stores full output in `objects`. SendCommand and CancelCommand
+/// wake it. The other services are reached in-process from the shared store.
+fn command_service(
+    process: &Process,
+    db: &DatabaseConnection,
+    audit: &AuditLog,
+    queue: &Arc<dyn Queue>,
+    link: &NodeLink,
+    objects: Arc<Objects>,
+) -> CommandServiceImpl {
+    let config = process.config.commands.clone();
+    let replica_id = process.config.command_engine_id();
+    tracing::info!(%replica_id, "run command engine");
+    let engine = Engine::new(
+        db.clone(),
+        link.clone(),
+        queue.clone(),
+        objects.clone(),
+        config.clone(),
+        replica_id,
+    );
+    let wake = engine.wake_handle();
+    process
+        .tasks
+        .spawn_critical("command-engine", engine.run(process.shutdown.clone()));
+    CommandServiceImpl::new(
+        db.clone(),
+        audit.clone(),
+        Ports::local(db.clone()),
+        objects,
+        config,
+    )
+    .with_wake(wake)
+}
+
 fn node_service(
     process: &Process,
     db: &DatabaseConnection,
@@ -659,6 +764,32 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 .add_service(node_service(&process, &db, &audit, &link).into_server())
                 .add_service(ResourceGroupServiceImpl::new(db, audit).into_server());
             run_standalone(process, routes, bosun_inventory::NODE_SERVICE_NAME).await
+        }
+        ServiceName::Commands => {
+            let process = Process::start(&args.common, "bosun-commands")?;
+            if process.config.redis_url.is_none() {
+                anyhow::bail!(
+                    "redis_url: `bosun serve commands` needs Redis: messages to nodes and their \
+                     results pass between it and the gateways there"
+                );
+            }
+            let db = process.open_store().await?;
+            let queue = process.open_queue().await?;
+            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            // It reads documents, nodes, parameters and webhooks from their owners' tables.
+            bosun_store::migrate::<bosun_documents::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_notifications::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_inventory::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_nodelink::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_commands::Migrator>(&db).await?;
+            let audit = AuditLog::new(db.clone());
+            let objects = process.open_objects()?;
+            let link = node_link(&process, &db, &queue).await?;
+            let routes = Routes::default().add_service(
+                command_service(&process, &db, &audit, &queue, &link, objects).into_server(),
+            );
+            run_standalone(process, routes, bosun_commands::SERVICE_NAME).await
         }
         ServiceName::Notifications => {
             let process = Process::start(&args.common, "bosun-notifications")?;
@@ -1029,6 +1160,74 @@ mod tests {
     }
 
     #[test]
+    fn commands_and_objects_settings_load_and_are_checked() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let load = |text: &str| -> anyhow::Result<ServerConfig> {
+            let path = dir.path().join("bosun.toml");
+            std::fs::write(&path, text)?;
+            let mut flags = args();
+            flags.config = Some(path);
+            let config = load_config(&flags, &BTreeMap::new())?;
+            config.validate()?;
+            Ok(config)
+        };
+        // Unset: output in the data directory.
+        let config = load("data_dir = \"/srv/bosun\"\n")?;
+        let ObjectStoreConfig::Local { root } = config.objects() else {
+            anyhow::bail!("not local: {:?}", config.objects());
+        };
+        assert_eq!(root, Path::new("/srv/bosun/objects"));
+        let config = load(
+            "[commands]\nlease = \"1m\"\n[objects]\nkind = \"s3\"\nbucket = \"out\"\n\
+             region = \"eu-west-1\"\nsecret_access_key = \"very-secret\"\naccess_key_id = \"AK\"\n",
+        )?;
+        assert_eq!(config.commands.lease, Duration::from_secs(60));
+        assert!(
+            matches!(config.objects(), ObjectStoreConfig::S3 { ref bucket, .. } if bucket == "out")
+        );
+        // The S3 secret never leaves in a serialization of the settings.
+        assert!(!serde_json::to_string(&config)?.contains("very-secret"));
+        let error = load("[commands]\nlease = \"1s\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(error.starts_with("commands.lease:"), "{error}");
+        assert!(load("[objects]\nkind = \"tape\"\n").is_err());
+        // From the environment too, booleans included.
+        let env = BTreeMap::from(
+            [
+                ("BOSUN_OBJECTS__KIND", "s3"),
+                ("BOSUN_OBJECTS__BUCKET", "out"),
+                ("BOSUN_OBJECTS__REGION", "us-east-1"),
+                ("BOSUN_OBJECTS__ENDPOINT", "http://127.0.0.1:9000"),
+                ("BOSUN_OBJECTS__ALLOW_HTTP", "true"),
+                ("BOSUN_COMMANDS__DISPATCH_BATCH", "10"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let config = load_config(&args(), &env)?;
+        config.validate()?;
+        assert_eq!(config.commands.dispatch_batch, 10);
+        assert!(matches!(
+            config.objects(),
+            ObjectStoreConfig::S3 {
+                allow_http: true,
+                ..
+            }
+        ));
+        // The engine's name: from agents.replica_id, else host and process.
+        let config = load("[agents]\nreplica_id = \"node-7\"\n")?;
+        assert_eq!(config.command_engine_id(), "cmd-node-7");
+        let config = load("")?;
+        let id = config.command_engine_id();
+        assert!(
+            id.starts_with("cmd-") && id.ends_with(&format!("-{}", std::process::id())),
+            "{id}"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn secrets_do_not_serialize() -> anyhow::Result<()> {
         let config = ServerConfig {
             admin_password: Some(Secret(SecretString::from("hunter2hunter2"))),
@@ -1080,6 +1279,8 @@ mod example_config {
             };
             let config = load_config(&args, &BTreeMap::new())?;
             config.validate()?;
+            // The documented values are the defaults.
+            assert_eq!(config.commands, CommandsConfig::default());
             if name == "full.toml" {
                 assert!(config.database_url.is_some() && config.redis_url.is_some());
                 assert!(config.admin_password.is_some() && config.auth.key_file.is_some());

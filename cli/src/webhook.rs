@@ -82,10 +82,11 @@ pub enum WebhookCommand {
 /// Which events a webhook receives. Given on update, they replace all the filters.
 #[derive(Args, Debug, Default)]
 pub struct FilterArgs {
-    /// Only events from this source (parameters); repeatable.
+    /// Only events from this source (parameters, commands); repeatable.
     #[arg(long = "source", value_name = "SOURCE")]
     pub sources: Vec<String>,
-    /// Only this operation (Create, Update, Delete, LabelParameterVersion, …); repeatable.
+    /// Only this operation (Create, Update, Delete, LabelParameterVersion, …,
+    /// CommandStatusChange, InvocationStatusChange); repeatable.
     #[arg(long = "operation", value_name = "OPERATION")]
     pub operations: Vec<String>,
     /// Only names starting with this, e.g. /app/prod/; repeatable.

@@ -4,11 +4,13 @@
 pub mod activations;
 pub mod api_keys;
 pub mod audit;
+pub mod command;
 pub mod documents;
 pub mod groups;
 pub mod nodes;
 pub mod parameters;
 pub mod roles;
+pub mod run;
 pub mod session;
 pub mod users;
 
