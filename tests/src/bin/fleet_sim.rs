@@ -8,8 +8,14 @@
 //! cargo build --release -p bosun-cli -p bosun-tests --bins
 //! target/release/fleet_sim --agents 10000 [--store sqlite|postgres] [--hold 60]
 //!     [--heartbeat 30] [--ramp 5000] [--register-concurrency 64] [--restart]
-//!     [--streams-per-connection 1]
+//!     [--streams-per-connection 1] [--redis] [--send-command 3]
 //! ```
+//! `--send-command N` then runs N commands (AWS-RunShellScript, MaxConcurrency 100%) on every
+//! node, one after the other, and prints how long each took from SendCommand until the command
+//! and every invocation were terminal and stored; the simulated agents answer `commands.run`
+//! as the real one does (an InProgress result, then the final one) without running anything.
+//! `--redis` puts the server on Redis (queues, presence) as a distributed deployment is; with
+//! `--store postgres` that is the configuration the Run Command target is measured on.
 //! `--streams-per-connection N` multiplexes N agents over one HTTP/2 connection, as an HTTP/2
 //! proxy in front of the gateways would: it separates what a stream costs the gateway from what
 //! a connection costs, and lets one process hold more streams than it may open descriptors.
@@ -25,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use bosun_agent::{
-    AgentOptions, EndpointConfig, Executor, Identity, MemoryJournal, ResultSink, register,
+    AgentOptions, EndpointConfig, Executor, Identity, MemoryJournal, ResultSink, protocol, register,
 };
 use bosun_proto::agent::v1::{Delivery, HostFacts};
 use bosun_proto::inventory::v1::node_service_client::NodeServiceClient;
@@ -46,6 +52,8 @@ struct Options {
     register_concurrency: usize,
     restart: bool,
     streams_per_connection: usize,
+    redis: bool,
+    send_command: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -58,6 +66,8 @@ fn options() -> anyhow::Result<Options> {
         register_concurrency: 64,
         restart: false,
         streams_per_connection: 1,
+        redis: false,
+        send_command: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -71,6 +81,8 @@ fn options() -> anyhow::Result<Options> {
             "--register-concurrency" => options.register_concurrency = value()?.parse()?,
             "--restart" => options.restart = true,
             "--streams-per-connection" => options.streams_per_connection = value()?.parse()?,
+            "--redis" => options.redis = true,
+            "--send-command" => options.send_command = value()?.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -93,7 +105,9 @@ fn options() -> anyhow::Result<Options> {
     Ok(options)
 }
 
-/// Cheap fake execution: every delivery is answered with its own payload.
+/// Cheap fake execution: a `commands.run` is answered as the real agent answers it (an
+/// InProgress result as its first plugin starts, then the final result) without running
+/// anything; any other delivery with its own payload.
 struct Echo {
     handled: AtomicU64,
 }
@@ -102,7 +116,139 @@ struct Echo {
 impl Executor for Echo {
     async fn handle(&self, delivery: Delivery, results: ResultSink) {
         self.handled.fetch_add(1, Ordering::Relaxed);
-        let _ = results.complete(delivery.payload);
+        if delivery.topic != protocol::TOPIC_COMMANDS_RUN {
+            let _ = results.complete(delivery.payload);
+            return;
+        }
+        let Ok(command) = serde_json::from_slice::<protocol::RunCommand>(&delivery.payload) else {
+            let _ = results.complete(delivery.payload);
+            return;
+        };
+        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let plugin = |spec: &protocol::PluginSpec, status| protocol::PluginResult {
+            name: spec.name.clone(),
+            step: spec.step.clone(),
+            status,
+            response_code: if status == protocol::CommandStatus::Success {
+                0
+            } else {
+                -1
+            },
+            stdout: if status == protocol::CommandStatus::Success {
+                "ok\n".into()
+            } else {
+                String::new()
+            },
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            stdout_streamed: 0,
+            stderr_streamed: 0,
+            stream_truncated: false,
+            error: None,
+            started_at: Some(now.clone()),
+            ended_at: (status == protocol::CommandStatus::Success).then(|| now.clone()),
+        };
+        let mut result = protocol::CommandResult {
+            command_id: command.command_id.clone(),
+            status: protocol::CommandStatus::InProgress,
+            plugins: command
+                .plugins
+                .first()
+                .map(|spec| plugin(spec, protocol::CommandStatus::InProgress))
+                .into_iter()
+                .collect(),
+            error: None,
+        };
+        if let Ok(payload) = serde_json::to_vec(&result) {
+            let _ = results.progress(payload);
+        }
+        result.status = protocol::CommandStatus::Success;
+        result.plugins = command
+            .plugins
+            .iter()
+            .map(|spec| plugin(spec, protocol::CommandStatus::Success))
+            .collect();
+        if let Ok(payload) = serde_json::to_vec(&result) {
+            let _ = results.complete(payload);
+        }
+    }
+}
+
+/// Sends one command to every node and waits until it and all its invocations are terminal.
+/// Prints and returns the time from SendCommand until then.
+async fn run_command(server: &Process, token: &str, agents: usize) -> anyhow::Result<Duration> {
+    use bosun_proto::commands::v1::command_service_client::CommandServiceClient;
+    use bosun_proto::commands::v1::{ListCommandsRequest, ParameterValues, SendCommandRequest};
+    let mut client = CommandServiceClient::new(server.channel().await?);
+    let started = Instant::now();
+    let command = client
+        .send_command(authed(
+            SendCommandRequest {
+                document_name: "AWS-RunShellScript".into(),
+                targets: vec![bosun_proto::inventory::v1::Target {
+                    key: "InstanceIds".into(),
+                    values: vec!["*".into()],
+                }],
+                parameters: [(
+                    "commands".to_owned(),
+                    ParameterValues {
+                        values: vec!["echo ok".into()],
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                max_concurrency: "100%".into(),
+                max_errors: "0".into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await?
+        .into_inner()
+        .command
+        .context("SendCommand answered no command")?;
+    let accepted = started.elapsed();
+    let mut first_done = None;
+    loop {
+        let listed = client
+            .list_commands(authed(
+                ListCommandsRequest {
+                    command_id: command.command_id.clone(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await?
+            .into_inner()
+            .commands
+            .into_iter()
+            .next()
+            .context("the command is not listed")?;
+        if first_done.is_none() && listed.completed_count > 0 {
+            first_done = Some(started.elapsed());
+        }
+        if ["Success", "Failed", "TimedOut", "Cancelled"].contains(&listed.status.as_str()) {
+            let took = started.elapsed();
+            println!(
+                "SendCommand to {} nodes ({} targeted): accepted in {:.3} s, first invocation \
+                 done at {:.3} s, all {} terminal at {:.3} s: {} ({}), {:.0} invocations/s",
+                agents,
+                listed.target_count,
+                accepted.as_secs_f64(),
+                first_done.unwrap_or(took).as_secs_f64(),
+                listed.completed_count,
+                took.as_secs_f64(),
+                listed.status,
+                listed.status_details,
+                f64::from(listed.completed_count) / took.as_secs_f64(),
+            );
+            return Ok(took);
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the command did not finish within 600 s: {listed:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -297,8 +443,21 @@ async fn main() -> anyhow::Result<()> {
         "postgres" => Store::postgres().await,
         _ => Store::Sqlite,
     };
+    let redis_prefix = format!("bosun-sim-{}:", uuid::Uuid::new_v4().simple());
     let launch = |data: &std::path::Path| {
-        Launch::new(&["server"], data)
+        let launch = Launch::new(&["server"], data);
+        let launch = if options.redis {
+            launch
+                .env(
+                    "BOSUN_REDIS_URL",
+                    &std::env::var("BOSUN_TEST_REDIS_URL")
+                        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+                )
+                .env("BOSUN_REDIS_PREFIX", &redis_prefix)
+        } else {
+            launch
+        };
+        launch
             .store(&store)
             .env("RUST_LOG", "warn")
             .env("BOSUN_AGENTS__LOCAL_AGENT", "false")
@@ -316,8 +475,12 @@ async fn main() -> anyhow::Result<()> {
     let token = server.admin_token().await?;
     let pid = server.pid().context("server has no pid")?;
     println!(
-        "fleet_sim: {} agents, store {}, heartbeat {} s, {} stream(s) per connection",
-        options.agents, options.store, options.heartbeat, options.streams_per_connection
+        "fleet_sim: {} agents, store {}{}, heartbeat {} s, {} stream(s) per connection",
+        options.agents,
+        options.store,
+        if options.redis { " + Redis" } else { "" },
+        options.heartbeat,
+        options.streams_per_connection
     );
 
     let started = Instant::now();
@@ -372,6 +535,20 @@ async fn main() -> anyhow::Result<()> {
         options.agents,
         (started.elapsed()).as_secs_f64().max(took.as_secs_f64())
     );
+
+    if options.send_command > 0 {
+        let ticks_before = cpu_ticks(pid);
+        let mut total = Duration::ZERO;
+        for _ in 0..options.send_command {
+            total += run_command(&server, &token, reached).await?;
+        }
+        println!(
+            "{} command(s) to {reached} nodes: {:.3} s each on average; server CPU {:.1} s",
+            options.send_command,
+            total.as_secs_f64() / options.send_command as f64,
+            cpu_ticks(pid).saturating_sub(ticks_before) as f64 / 100.0,
+        );
+    }
 
     let ticks_before = cpu_ticks(pid);
     let hold_started = Instant::now();
