@@ -24,7 +24,7 @@ use bosun_proto::agent::v1::{
 };
 use chrono::Utc;
 use futures::StreamExt as _;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -117,6 +117,18 @@ enum Command {
     Close(Reason, &'static str),
 }
 
+/// Acks and sends waiting to be written to `node_messages`.
+#[derive(Default)]
+struct StoreWrites {
+    acked: Vec<(String, String)>,
+    sent: Vec<String>,
+}
+
+/// How long the store writer lets acks and sends gather before writing them.
+const WRITE_COALESCE: Duration = Duration::from_millis(20);
+/// Acks waiting for the store beyond this are dropped (their messages are re-sent).
+const MAX_PENDING_WRITES: usize = 200_000;
+
 /// One item for the agent: boxed, so the per-stream channel blocks stay small.
 type Outgoing = Result<Box<ServerMessage>, Box<Status>>;
 
@@ -132,6 +144,9 @@ struct Edge {
     handshakes: Arc<Semaphore>,
     streams: Mutex<HashMap<String, StreamHandle>>,
     pings: Mutex<HashSet<String>>,
+    /// Acks and sends to record in `node_messages`, written in batches by `write_loop`.
+    writes: Mutex<StoreWrites>,
+    writes_ready: Notify,
     next_stream_id: AtomicU64,
     closing: AtomicBool,
     random: SystemRandom,
@@ -165,6 +180,8 @@ impl AgentEdge {
                 handshakes,
                 streams: Mutex::new(HashMap::new()),
                 pings: Mutex::new(HashSet::new()),
+                writes: Mutex::new(StoreWrites::default()),
+                writes_ready: Notify::new(),
                 next_stream_id: AtomicU64::new(1),
                 closing: AtomicBool::new(false),
                 random: SystemRandom::new(),
@@ -206,6 +223,7 @@ impl AgentEdge {
             edge.inbox_loop(&inbox, &shutdown),
             edge.flush_loop(&shutdown),
             edge.resend_loop(&shutdown),
+            edge.write_loop(&shutdown),
         );
         edge.shut_down().await;
         Ok(())
@@ -612,9 +630,55 @@ impl Edge {
         true
     }
 
+    /// Queues the record that `ids` were written to their streams (see `write_loop`).
     async fn record_sent(&self, ids: &[String]) {
-        if let Err(error) = self.link.mark_sent(ids).await {
-            tracing::warn!(%error, "recording sent messages failed");
+        if ids.is_empty() {
+            return;
+        }
+        {
+            let mut writes = self.writes();
+            // Only bookkeeping (when it was last sent): dropped if the store is not keeping up.
+            let room = MAX_PENDING_WRITES.saturating_sub(writes.sent.len());
+            writes.sent.extend(ids.iter().take(room).cloned());
+        }
+        self.writes_ready.notify_one();
+    }
+
+    fn writes(&self) -> MutexGuard<'_, StoreWrites> {
+        self.writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes acks and sends to `node_messages` in batches: one statement per 500 instead of
+    /// one transaction per message, which is what a fleet answering a command at once needs.
+    /// A write lost to a crash or a store outage only means the message is sent again, and
+    /// the agent, which never runs an id twice, acknowledges it again.
+    async fn write_loop(&self, shutdown: &CancellationToken) {
+        loop {
+            let stopping = tokio::select! {
+                () = shutdown.cancelled() => true,
+                () = self.writes_ready.notified() => false,
+            };
+            if !stopping {
+                // Let a burst gather.
+                tokio::time::sleep(WRITE_COALESCE).await;
+            }
+            let StoreWrites { acked, sent } = std::mem::take(&mut *self.writes());
+            // Sends before acks: once an ack shows in the store, the sends before it do too.
+            for chunk in sent.chunks(crate::store::STAGE_CHUNK) {
+                if let Err(error) = self.link.mark_sent(chunk).await {
+                    tracing::warn!(%error, "recording sent messages failed");
+                }
+            }
+            if !acked.is_empty()
+                && let Err(error) = self.link.mark_acked_many(&acked).await
+            {
+                tracing::warn!(%error, acks = acked.len(), "recording acks failed; the messages will be sent again");
+            }
+            if stopping {
+                return;
+            }
         }
     }
 
@@ -660,10 +724,17 @@ impl Edge {
                 if ack.message_id.is_empty() || ack.message_id.len() > MAX_MESSAGE_ID_LEN {
                     return protocol_error("ack.message_id must be 1-64 characters");
                 }
-                if let Err(error) = self.link.mark_acked(node_id, &ack.message_id).await {
-                    // Not acked in the store: the message comes again and is acked again.
-                    tracing::warn!(%node_id, message_id = %ack.message_id, %error, "recording an ack failed");
+                {
+                    let mut writes = self.writes();
+                    if writes.acked.len() < MAX_PENDING_WRITES {
+                        writes.acked.push((node_id.to_owned(), ack.message_id));
+                    } else {
+                        // The store is not keeping up: this message comes again and is acked
+                        // again.
+                        tracing::warn!(%node_id, "too many acks waiting to be recorded; dropping one");
+                    }
                 }
+                self.writes_ready.notify_one();
                 Next::Continue
             }
             Some(agent_message::Body::Result(result)) => {

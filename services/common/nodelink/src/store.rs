@@ -11,7 +11,7 @@ use bosun_proto::agent::v1::{Delivery, close::Reason};
 use bosun_queue::{Headers, Queue};
 use chrono::{DateTime, Utc};
 use prost::Message as _;
-use sea_orm::sea_query::{Expr, ExprTrait as _};
+use sea_orm::sea_query::{Expr, ExprTrait as _, ValueTuple};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Set,
@@ -527,6 +527,34 @@ impl NodeLink {
             .await
             .map_err(db_error("mark acknowledged"))?;
         Ok(result.rows_affected > 0)
+    }
+
+    /// [`NodeLink::mark_acked`] for many (node id, message id) pairs at once, in statements of
+    /// [`STAGE_CHUNK`] pairs; a pair whose message belongs to another node changes nothing.
+    /// Returns how many messages were newly marked.
+    pub async fn mark_acked_many(&self, acks: &[(String, String)]) -> Result<u64, ApiError> {
+        let now = Utc::now();
+        let mut marked = 0;
+        for chunk in acks.chunks(STAGE_CHUNK) {
+            let pairs = chunk.iter().map(|(node_id, message_id)| {
+                ValueTuple::Two(node_id.clone().into(), message_id.clone().into())
+            });
+            let result = node_message::Entity::update_many()
+                .col_expr(node_message::Column::AckedAt, Expr::value(now))
+                .filter(
+                    Expr::tuple([
+                        Expr::col(node_message::Column::NodeId),
+                        Expr::col(node_message::Column::Id),
+                    ])
+                    .in_tuples(pairs),
+                )
+                .filter(node_message::Column::AckedAt.is_null())
+                .exec(&self.db)
+                .await
+                .map_err(db_error("mark acknowledged"))?;
+            marked += result.rows_affected;
+        }
+        Ok(marked)
     }
 
     /// Records that the messages were just written to their node's stream.

@@ -211,3 +211,43 @@ async fn presence_get_many_matches_get() {
         );
     }
 }
+
+#[tokio::test]
+async fn acks_are_recorded_in_batches_and_only_for_their_own_node() {
+    for backend in Backend::both().await {
+        let link = backend.link();
+        let nodes: Vec<String> = (0..STAGE_CHUNK + 3).map(|_| random_node_id()).collect();
+        let mut ids = Vec::new();
+        for node_id in &nodes {
+            ids.push(
+                link.send(outbound(node_id, "commands.run", b"x"))
+                    .await
+                    .expect("stored"),
+            );
+        }
+        // The last message is acked by a node it does not belong to: nothing happens.
+        let mut acks: Vec<(String, String)> = nodes
+            .iter()
+            .zip(&ids)
+            .take(nodes.len() - 1)
+            .map(|(node_id, id)| (node_id.clone(), id.clone()))
+            .collect();
+        acks.push((nodes[0].clone(), ids[nodes.len() - 1].clone()));
+        let marked = link.mark_acked_many(&acks).await.expect("marked");
+        assert_eq!(marked, (nodes.len() - 1) as u64, "{}", backend.name);
+        for node_id in &nodes[..nodes.len() - 1] {
+            assert!(link.pending(node_id).await.expect("pending").is_empty());
+        }
+        assert_eq!(
+            link.pending(&nodes[nodes.len() - 1])
+                .await
+                .expect("pending")
+                .len(),
+            1,
+            "{}: acked by another node",
+            backend.name
+        );
+        // Again: already acked, nothing new.
+        assert_eq!(link.mark_acked_many(&acks).await.expect("again"), 0);
+    }
+}
