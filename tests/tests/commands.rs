@@ -940,3 +940,118 @@ async fn an_agent_killed_mid_run_reports_the_run_failed_not_lost() -> anyhow::Re
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn notifications_follow_the_config_and_a_missing_runtime_is_invalid_platform()
+-> anyhow::Result<()> {
+    use bosun_notifications::testing::WebhookReceiver;
+    use bosun_proto::notifications::v1::notification_service_client::NotificationServiceClient;
+    use bosun_proto::notifications::v1::{CreateWebhookRequest, WebhookFilters};
+
+    let deployment = Deployment::new().await?;
+    let server = Process::start(
+        deployment
+            .launch()
+            .env("BOSUN_NOTIFICATIONS__RETRY_BASE", "100ms")
+            .env("BOSUN_NOTIFICATIONS__POLL_INTERVAL", "100ms"),
+    )
+    .await?;
+    let token = server.admin_token().await?;
+    let fleet = Fleet::start(&server, &token, &["a", "a"]).await?;
+    let receiver = WebhookReceiver::start().await?;
+    // Its own filters select parameter events only: command events reach it because the
+    // command names it.
+    let created = NotificationServiceClient::new(server.channel().await?)
+        .create_webhook(authed(
+            CreateWebhookRequest {
+                url: receiver.url.clone(),
+                description: "e2e".into(),
+                filters: Some(WebhookFilters {
+                    sources: vec!["parameters".into()],
+                    ..Default::default()
+                }),
+                enabled: Some(true),
+            },
+            &token,
+        ))
+        .await?
+        .into_inner();
+    let webhook_id = created.webhook.context("no webhook")?.webhook_id;
+
+    let mut request = shell("echo hi", &fleet.ids());
+    request.notification_config = Some(NotificationConfig {
+        notification_arn: webhook_id.clone(),
+        notification_events: vec!["Success".into()],
+        notification_type: "Invocation".into(),
+    });
+    let command = send(&server, &token, request).await?;
+    let done = wait_done(
+        &server,
+        &token,
+        &command.command_id,
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_eq!(done.status, "Success", "{done:?}");
+    // One signed delivery per node's Success, none for InProgress or the command.
+    let got = receiver.wait_for(2, Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_after = receiver.wait_for(2, Duration::from_secs(1)).await?;
+    assert_eq!(
+        got_after.len(),
+        2,
+        "more than the selected events were sent"
+    );
+    let mut nodes: Vec<String> = Vec::new();
+    for request in &got {
+        request
+            .verify(&created.secret)
+            .map_err(|error| anyhow::anyhow!("signature: {error}"))?;
+        let body = request.json();
+        assert_eq!(body["source"], "commands", "{body}");
+        assert_eq!(body["operation"], "InvocationStatusChange", "{body}");
+        assert_eq!(body["command_id"], command.command_id.as_str(), "{body}");
+        assert_eq!(body["status"], "Success", "{body}");
+        nodes.push(body["instance_id"].as_str().unwrap_or_default().to_owned());
+    }
+    nodes.sort();
+    let mut expected = fleet.ids();
+    expected.sort();
+    assert_eq!(nodes, expected);
+
+    // A PowerShell document on nodes without pwsh: Invalid Platform, not an error.
+    if which_pwsh().is_none() {
+        let command = send(
+            &server,
+            &token,
+            SendCommandRequest {
+                document_name: "AWS-RunPowerShellScript".into(),
+                instance_ids: fleet.ids(),
+                parameters: params(&[("commands", &["Write-Output hi"])]),
+                ..Default::default()
+            },
+        )
+        .await?;
+        let done = wait_done(
+            &server,
+            &token,
+            &command.command_id,
+            Duration::from_secs(60),
+        )
+        .await?;
+        let all = invocations(&server, &token, &command.command_id, false).await?;
+        assert_eq!(count_details(&all, "Invalid Platform"), 2, "{all:#?}");
+        assert_eq!(done.error_count, 0, "{done:?}");
+        assert_eq!(done.status, "Failed", "{done:?}");
+        assert_eq!(done.status_details, "Undeliverable", "{done:?}");
+    }
+    Ok(())
+}
+
+fn which_pwsh() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("pwsh"))
+            .find(|candidate| candidate.is_file())
+    })
+}

@@ -31,6 +31,10 @@ pub struct CommandsConfig {
     pub dispatch_batch: u32,
     /// Results read from the queue per batch.
     pub result_batch: u32,
+    /// Batches of results applied at once by one replica (each its own consumer and
+    /// transaction): results of a fleet arrive faster than one transaction after another
+    /// can store them.
+    pub result_consumers: u32,
 }
 
 impl Default for CommandsConfig {
@@ -44,6 +48,7 @@ impl Default for CommandsConfig {
             output_settle: Duration::from_secs(120),
             dispatch_batch: 1000,
             result_batch: 500,
+            result_consumers: 1,
         }
     }
 }
@@ -76,6 +81,9 @@ impl CommandsConfig {
         }
         if !(1..=10_000).contains(&self.result_batch) {
             return Err("commands.result_batch: must be 1 to 10000".to_owned());
+        }
+        if !(1..=32).contains(&self.result_consumers) {
+            return Err("commands.result_consumers: must be 1 to 32".to_owned());
         }
         Ok(())
     }

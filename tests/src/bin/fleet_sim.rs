@@ -39,6 +39,7 @@ use bosun_proto::inventory::v1::{
     CreateActivationRequest, DescribeInstanceInformationRequest, InstanceInformationFilter,
 };
 use bosun_tests::{Launch, Process, Store, authed};
+use redis::AsyncCommands as _;
 use tokio_util::sync::CancellationToken;
 
 const AGENTS_PER_SOURCE: usize = 20_000;
@@ -210,6 +211,8 @@ async fn run_command(server: &Process, token: &str, agents: usize) -> anyhow::Re
         .context("SendCommand answered no command")?;
     let accepted = started.elapsed();
     let mut first_done = None;
+    let mut timeline = Vec::new();
+    let mut next_sample = Duration::from_millis(500);
     loop {
         let listed = client
             .list_commands(authed(
@@ -228,6 +231,14 @@ async fn run_command(server: &Process, token: &str, agents: usize) -> anyhow::Re
         if first_done.is_none() && listed.completed_count > 0 {
             first_done = Some(started.elapsed());
         }
+        if started.elapsed() >= next_sample {
+            timeline.push(format!(
+                "{:.1}s:{}",
+                started.elapsed().as_secs_f64(),
+                listed.completed_count
+            ));
+            next_sample += Duration::from_millis(500);
+        }
         if ["Success", "Failed", "TimedOut", "Cancelled"].contains(&listed.status.as_str()) {
             let took = started.elapsed();
             println!(
@@ -243,6 +254,7 @@ async fn run_command(server: &Process, token: &str, agents: usize) -> anyhow::Re
                 listed.status_details,
                 f64::from(listed.completed_count) / took.as_secs_f64(),
             );
+            println!("  completed over time: {}", timeline.join(" "));
             return Ok(took);
         }
         if started.elapsed() > Duration::from_secs(600) {
@@ -250,6 +262,27 @@ async fn run_command(server: &Process, token: &str, agents: usize) -> anyhow::Re
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Deletes every Redis key of this run's deployment (streams, presence, caches).
+async fn remove_redis_keys(prefix: &str) -> anyhow::Result<()> {
+    let url =
+        std::env::var("BOSUN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url)?;
+    let mut connection = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = {
+        let mut scan: redis::AsyncIter<'_, String> =
+            connection.scan_match(format!("{prefix}*")).await?;
+        let mut keys = Vec::new();
+        while let Some(key) = futures::StreamExt::next(&mut scan).await {
+            keys.push(key?);
+        }
+        keys
+    };
+    for chunk in keys.chunks(500) {
+        let _: () = redis::AsyncCommands::del(&mut connection, chunk).await?;
+    }
+    Ok(())
 }
 
 /// Raises the soft open-file limit (and the hard one, when allowed) to `wanted`; returns what
@@ -602,6 +635,9 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     while agents.join_next().await.is_some() {}
     server.terminate(Duration::from_secs(30)).await?;
+    if options.redis {
+        remove_redis_keys(&redis_prefix).await?;
+    }
     println!(
         "deliveries handled by the simulated fleet: {}",
         echo.handled.load(Ordering::Relaxed)

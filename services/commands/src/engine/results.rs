@@ -43,12 +43,30 @@ pub(super) async fn run(inner: &Inner, shutdown: &CancellationToken) -> Result<(
         .ensure_group(&stream, RESULTS_GROUP)
         .await
         .map_err(queue_error)?;
-    let consumer = consumer_name(&inner.replica_id);
+    let base = consumer_name(&inner.replica_id);
+    let consumers = (0..inner.config.result_consumers.max(1))
+        .map(|index| consume(inner, &stream, format!("{base}-{index}"), shutdown));
+    for outcome in futures::future::join_all(consumers).await {
+        outcome?;
+    }
+    Ok(())
+}
+
+/// One consumer of the group: reads a batch, applies it in one transaction, acks it.
+async fn consume(
+    inner: &Inner,
+    stream: &str,
+    consumer: String,
+    shutdown: &CancellationToken,
+) -> Result<(), ApiError> {
+    let queue_error = |error: bosun_queue::QueueError| {
+        ApiError::Unavailable(format!("command results queue: {error}"))
+    };
     let batch = usize::try_from(inner.config.result_batch.max(1)).unwrap_or(500);
     loop {
         let deliveries = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            read = inner.queue.consume(&stream, RESULTS_GROUP, &consumer, batch, BLOCK) => {
+            read = inner.queue.consume(stream, RESULTS_GROUP, &consumer, batch, BLOCK) => {
                 read.map_err(queue_error)?
             }
         };
@@ -93,7 +111,7 @@ pub(super) async fn run(inner: &Inner, shutdown: &CancellationToken) -> Result<(
         let ids: Vec<String> = deliveries.iter().map(|d| d.id.clone()).collect();
         inner
             .queue
-            .ack(&stream, RESULTS_GROUP, &ids)
+            .ack(stream, RESULTS_GROUP, &ids)
             .await
             .map_err(queue_error)?;
         // Acknowledged invocations open room under the ramp.
@@ -335,7 +353,14 @@ pub(super) async fn apply(
                 .find(|plugin| plugin.started_at.is_some())
                 .map_or(-1, |plugin| plugin.response_code);
             let plugins = encode_plugins(&last.plugins)?;
-            let (output_state, output_deadline) = if ran {
+            // Nothing streamed (and the run was not cut short): no output to store.
+            let streamed = last.error.is_some()
+                || last.plugins.iter().any(|plugin| {
+                    plugin.stdout_streamed > 0
+                        || plugin.stderr_streamed > 0
+                        || plugin.stream_truncated
+                });
+            let (output_state, output_deadline) = if ran && streamed {
                 (
                     OutputState::Pending,
                     Some(

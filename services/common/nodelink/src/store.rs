@@ -10,6 +10,7 @@ use bosun_core::{ApiError, FieldViolation};
 use bosun_proto::agent::v1::{Delivery, close::Reason};
 use bosun_queue::{Headers, Queue};
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use prost::Message as _;
 use sea_orm::sea_query::{Expr, ExprTrait as _, ValueTuple};
 use sea_orm::{
@@ -32,6 +33,8 @@ const MAX_TRACE_CONTEXT_VALUE_LEN: usize = 1024;
 /// Rows per multi-row insert of [`NodeLink::stage_many`] (and ids per read of
 /// [`NodeLink::push`]); 10 columns each stays far below both databases' bind limits.
 pub const STAGE_CHUNK: usize = 500;
+/// Nodes whose messages are published to inboxes at once by one push.
+const PUSH_CONCURRENCY: usize = 64;
 /// Most messages [`NodeLink::pending`] returns at once.
 pub const PENDING_BATCH: u64 = 100;
 
@@ -431,23 +434,38 @@ impl NodeLink {
                 return;
             }
         };
+        // Nodes in parallel (a fleet's worth of publishes one after another is a round trip
+        // each); one node's messages in order.
+        let mut by_node: BTreeMap<&str, Vec<&PendingMessage>> = BTreeMap::new();
         for record in records {
-            let Some(replica) = holders.get(&record.node_id).cloned() else {
-                continue;
-            };
-            let mut headers = Headers::new();
-            headers.insert(KIND_HEADER.to_owned(), KIND_DELIVERY.to_owned());
-            headers.insert(NODE_HEADER.to_owned(), record.node_id.clone());
-            bosun_telemetry::inject_map(&mut headers);
-            let payload = record.to_delivery().encode_to_vec();
-            if let Err(error) = self
-                .queue
-                .publish(&inbox_stream(&replica), &payload, &headers)
-                .await
-            {
-                tracing::warn!(node_id = %record.node_id, message_id = %record.id, %error, "node message push failed");
+            if holders.contains_key(&record.node_id) {
+                by_node
+                    .entry(record.node_id.as_str())
+                    .or_default()
+                    .push(record);
             }
         }
+        futures::stream::iter(by_node)
+            .for_each_concurrent(PUSH_CONCURRENCY, |(node_id, messages)| {
+                let replica = holders.get(node_id).cloned().unwrap_or_default();
+                async move {
+                    for record in messages {
+                        let mut headers = Headers::new();
+                        headers.insert(KIND_HEADER.to_owned(), KIND_DELIVERY.to_owned());
+                        headers.insert(NODE_HEADER.to_owned(), record.node_id.clone());
+                        bosun_telemetry::inject_map(&mut headers);
+                        let payload = record.to_delivery().encode_to_vec();
+                        if let Err(error) = self
+                            .queue
+                            .publish(&inbox_stream(&replica), &payload, &headers)
+                            .await
+                        {
+                            tracing::warn!(node_id = %record.node_id, message_id = %record.id, %error, "node message push failed");
+                        }
+                    }
+                }
+            })
+            .await;
     }
 
     /// The node's first [`PENDING_BATCH`] unacknowledged, unexpired messages, oldest first.
