@@ -703,55 +703,39 @@ async fn bad_parameters_are_refused_before_anything_runs() -> anyhow::Result<()>
     let token = server.admin_token().await?;
     let fleet = Fleet::start(&server, &token, &["a"]).await?;
     let mut client = commands(&server).await?;
+    let ids = fleet.ids();
+    let changed = |change: &dyn Fn(&mut SendCommandRequest)| {
+        let mut request = shell("true", &ids);
+        change(&mut request);
+        request
+    };
+    let parameter = |name: &str, value: &str| {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        changed(&move |request: &mut SendCommandRequest| {
+            request.parameters.insert(
+                name.clone(),
+                ParameterValues {
+                    values: vec![value.clone()],
+                },
+            );
+        })
+    };
     let cases: Vec<(SendCommandRequest, &str)> = vec![
         (
-            SendCommandRequest {
-                document_name: "AWS-RunShellScript".into(),
-                instance_ids: fleet.ids(),
-                ..Default::default()
-            },
+            changed(&|request| request.parameters.clear()),
             "parameters.commands",
         ),
         (
-            {
-                let mut request = shell("true", &fleet.ids());
-                request.parameters.insert(
-                    "executionTimeout".into(),
-                    ParameterValues {
-                        values: vec!["forever".into()],
-                    },
-                );
-                request
-            },
+            parameter("executionTimeout", "forever"),
             "parameters.executionTimeout",
         ),
+        (parameter("nonsense", "1"), "parameters.nonsense"),
         (
-            {
-                let mut request = shell("true", &fleet.ids());
-                request.parameters.insert(
-                    "nonsense".into(),
-                    ParameterValues {
-                        values: vec!["1".into()],
-                    },
-                );
-                request
-            },
-            "parameters.nonsense",
-        ),
-        (
-            {
-                let mut request = shell("true", &fleet.ids());
-                request.max_concurrency = "0".into();
-                request
-            },
+            changed(&|request| request.max_concurrency = "0".into()),
             "max_concurrency",
         ),
         (
-            {
-                let mut request = shell("true", &fleet.ids());
-                request.timeout_seconds = 5;
-                request
-            },
+            changed(&|request| request.timeout_seconds = 5),
             "timeout_seconds",
         ),
     ];
