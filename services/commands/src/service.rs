@@ -596,6 +596,17 @@ impl CommandServiceImpl {
             .all(&self.db)
             .await
             .map_err(db_error("list commands"))?;
+        // As SSM: a command id that names no command is an error, not an empty page.
+        if rows.is_empty()
+            && !body.command_id.is_empty()
+            && command::Entity::find_by_id(body.command_id.clone())
+                .one(&self.db)
+                .await
+                .map_err(db_error("read command"))?
+                .is_none()
+        {
+            return Err(command_missing(&body.command_id));
+        }
         let next_token = if rows.len() > page {
             rows.truncate(page);
             rows.last()

@@ -1222,6 +1222,15 @@ async fn lists_and_gets_page_and_filter() {
             Code::InvalidArgument,
             "InvalidNextToken",
         );
+        assert_error(
+            list(pb::ListCommandsRequest {
+                command_id: "0b5c4a44-3d0e-4a1e-9d9a-4d5e6f708192".into(),
+                ..Default::default()
+            })
+            .await,
+            Code::NotFound,
+            "InvalidCommandId",
+        );
         assert_eq!(
             h.commands()
                 .list_commands(h.req(NOBODY, pb::ListCommandsRequest::default()))
