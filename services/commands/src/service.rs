@@ -24,7 +24,7 @@ use tokio::sync::{Notify, mpsc};
 use tonic::{Request, Response, Status};
 
 use crate::engine::events::{COMMAND_STATUS_CHANGE, INVOCATION_STATUS_CHANGE, StatusEvent};
-use crate::entities::{command, event_outbox, invocation, output_chunk};
+use crate::entities::{command, invocation, output_chunk};
 use crate::model::{
     CommandState, InvocationState, Notification, OutputState, StateCounts, final_command_state,
     output_key,
@@ -243,31 +243,6 @@ fn status_event(
         time: now.to_rfc3339(),
         webhook_id,
     }
-}
-
-/// Stages many events in batches (the engine's `events::stage` does one).
-async fn stage_events<C: ConnectionTrait>(
-    conn: &C,
-    events: &[StatusEvent],
-    now: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    for batch in events.chunks(INSERT_BATCH) {
-        let mut rows = Vec::with_capacity(batch.len());
-        for event in batch {
-            let payload = serde_json::to_string(event)
-                .map_err(|error| ApiError::internal(format!("encode command event: {error}")))?;
-            rows.push(event_outbox::ActiveModel {
-                id: Set(event.event_id.clone()),
-                payload: Set(payload),
-                created_at: Set(now),
-            });
-        }
-        event_outbox::Entity::insert_many(rows)
-            .exec_without_returning(conn)
-            .await
-            .map_err(db_error("stage command events"))?;
-    }
-    Ok(())
 }
 
 /// One invocation SendCommand stores.
@@ -544,7 +519,7 @@ impl CommandServiceImpl {
             .await
             .map_err(db_error("insert command"))?;
         insert_invocations(&txn, &command_id, invocations, now).await?;
-        stage_events(&txn, &events, now).await?;
+        crate::engine::events::stage_many(&txn, &events, now).await?;
         self.audit.record_in(&txn, record).await?;
         txn.commit().await.map_err(db_error("commit command"))?;
         if !initial.is_terminal() {

@@ -26,7 +26,7 @@ use crate::store::{self, NewDelivery, WebhookRecord};
 /// The consumer group of this service on the `events` stream.
 pub const CONSUMER_GROUP: &str = "notifications";
 /// Messages read per call.
-const BATCH: usize = 32;
+const BATCH: usize = 256;
 /// Longest event id and source/operation accepted (the columns' widths).
 const MAX_EVENT_ID: usize = 128;
 const MAX_WORD: usize = 64;

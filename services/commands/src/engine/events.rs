@@ -62,47 +62,62 @@ pub async fn stage(
     Ok(())
 }
 
-/// Stages many events in the caller's transaction (multi-row inserts).
+/// Stages many events in the caller's transaction: one outbox row per [`STAGE_CHUNK`] events,
+/// holding their JSON array (a fleet's worth of invocation changes is then a few rows written
+/// and deleted, not one each). The relay publishes each event of a row on its own.
 pub async fn stage_many(
     txn: &impl ConnectionTrait,
     events: &[StatusEvent],
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    for chunk in events.chunks(STAGE_CHUNK) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for event in chunk {
-            let payload = serde_json::to_string(event)
-                .map_err(|error| ApiError::internal(format!("encode command event: {error}")))?;
-            rows.push(event_outbox::ActiveModel {
-                id: Set(event.event_id.clone()),
-                payload: Set(payload),
-                created_at: Set(now),
-            });
-        }
-        if rows.is_empty() {
-            continue;
-        }
-        event_outbox::Entity::insert_many(rows)
-            .exec_without_returning(txn)
-            .await
-            .map_err(|error| ApiError::internal(format!("stage command events: {error}")))?;
+    if let [event] = events {
+        return stage(txn, event, now).await;
     }
+    let mut rows = Vec::new();
+    for chunk in events.chunks(STAGE_CHUNK) {
+        let payload = serde_json::to_string(chunk)
+            .map_err(|error| ApiError::internal(format!("encode command events: {error}")))?;
+        rows.push(event_outbox::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            payload: Set(payload),
+            created_at: Set(now),
+        });
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    event_outbox::Entity::insert_many(rows)
+        .exec_without_returning(txn)
+        .await
+        .map_err(|error| ApiError::internal(format!("stage command events: {error}")))?;
     Ok(())
+}
+
+/// The events of one outbox row: the row's JSON, or each element of its array.
+fn row_events(payload: &str) -> Result<Vec<String>, serde_json::Error> {
+    if !payload.trim_start().starts_with('[') {
+        return Ok(vec![payload.to_owned()]);
+    }
+    let events: Vec<serde_json::Value> = serde_json::from_str(payload)?;
+    events.iter().map(serde_json::to_string).collect()
 }
 
 /// The queue stream events go to.
 pub const EVENTS_STREAM: &str = "events";
-/// Rows per multi-row insert of events.
+/// Events per outbox row.
 const STAGE_CHUNK: usize = 500;
 /// Rows the relay reads per round trip.
-const RELAY_BATCH: u64 = 500;
+const RELAY_BATCH: u64 = 50;
+/// Outbox ids per delete.
+const DELETE_CHUNK: usize = 500;
 /// Publishes in flight at once.
 const RELAY_CONCURRENCY: usize = 16;
 /// How often the relay sweeps for leftovers when nothing woke it.
 const RELAY_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Publishes staged events (oldest first, several publishes in flight) and deletes what was
-/// published; stops at the first failed publish (what is left goes later). Returns how many.
+/// Publishes staged events (oldest row first, several publishes in flight) and deletes the rows
+/// published; stops at the first failed publish (what is left goes later). Returns how many
+/// rows went out.
 pub(crate) async fn relay_once(inner: &super::Inner) -> Result<u64, ApiError> {
     use futures::StreamExt as _;
     use sea_orm::{ColumnTrait as _, QueryFilter as _, QueryOrder as _, QuerySelect as _};
@@ -120,34 +135,46 @@ pub(crate) async fn relay_once(inner: &super::Inner) -> Result<u64, ApiError> {
         }
         let full = rows.len() as u64 == RELAY_BATCH;
         let headers = bosun_queue::Headers::new();
-        let outcomes: Vec<(String, Result<String, bosun_queue::QueueError>)> =
-            futures::stream::iter(rows)
-                .map(|row| {
-                    let queue = inner.queue.clone();
-                    let headers = headers.clone();
-                    async move {
-                        let outcome = queue
-                            .publish(EVENTS_STREAM, row.payload.as_bytes(), &headers)
-                            .await;
-                        (row.id, outcome)
-                    }
-                })
-                .buffered(RELAY_CONCURRENCY)
-                .collect()
-                .await;
-        let mut sent = Vec::with_capacity(outcomes.len());
+        let mut sent = Vec::with_capacity(rows.len());
         let mut failure = None;
-        for (id, outcome) in outcomes {
-            match outcome {
-                Ok(_) => sent.push(id),
+        for row in rows {
+            let events = match row_events(&row.payload) {
+                Ok(events) => events,
                 Err(error) => {
+                    // Written by this crate, so never expected; kept out of the way, not retried.
+                    tracing::error!(id = %row.id, %error, "unreadable command event row dropped");
+                    sent.push(row.id);
+                    continue;
+                }
+            };
+            // A row is deleted only once all its events are out; a failure publishes the row
+            // again later (consumers de-duplicate on event_id).
+            let outcomes: Vec<Result<String, bosun_queue::QueueError>> =
+                futures::stream::iter(events)
+                    .map(|event| {
+                        let queue = inner.queue.clone();
+                        let headers = headers.clone();
+                        async move {
+                            queue
+                                .publish(EVENTS_STREAM, event.as_bytes(), &headers)
+                                .await
+                        }
+                    })
+                    .buffered(RELAY_CONCURRENCY)
+                    .collect()
+                    .await;
+            match outcomes.into_iter().find_map(Result::err) {
+                None => {
+                    published += 1;
+                    sent.push(row.id);
+                }
+                Some(error) => {
                     failure = Some(error);
                     break;
                 }
             }
         }
-        published += sent.len() as u64;
-        for chunk in sent.chunks(STAGE_CHUNK) {
+        for chunk in sent.chunks(DELETE_CHUNK) {
             event_outbox::Entity::delete_many()
                 .filter(event_outbox::Column::Id.is_in(chunk.iter().cloned()))
                 .exec(&inner.db)
@@ -175,5 +202,23 @@ pub(crate) async fn run_relay(
         if !super::idle(&inner.relay_wake, RELAY_SWEEP, shutdown).await {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_events;
+
+    #[test]
+    fn an_outbox_row_holds_one_event_or_an_array_of_them() {
+        assert_eq!(
+            row_events(r#"{"event_id":"a"}"#).expect("one"),
+            [r#"{"event_id":"a"}"#]
+        );
+        assert_eq!(
+            row_events(r#"[{"event_id":"a"},{"event_id":"b"}]"#).expect("two"),
+            [r#"{"event_id":"a"}"#, r#"{"event_id":"b"}"#]
+        );
+        assert!(row_events("[oops").is_err());
     }
 }
