@@ -333,6 +333,19 @@ fn lines(file: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Waits up to 30 s for `ready` (checked every 50 ms); the error names `what` and shows the
+/// agents' logs.
+async fn wait_until(fleet: &Fleet, what: &str, ready: impl Fn() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        if Instant::now() > deadline {
+            bail!("{what} within 30 s\n{}", fleet.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 fn pid_alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
@@ -557,13 +570,10 @@ async fn cancel_stops_running_and_pending_invocations() -> anyhow::Result<()> {
     );
     request.max_concurrency = "1".into();
     let command = send(&server, &token, request).await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lines(&pid_file).is_empty() {
-        if Instant::now() > deadline {
-            bail!("the command never started\n{}", fleet.logs());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(&fleet, "the command never started", || {
+        !lines(&pid_file).is_empty()
+    })
+    .await?;
     commands(&server)
         .await?
         .cancel_command(authed(
@@ -839,13 +849,7 @@ async fn a_server_killed_mid_run_finishes_the_run_after_restart_without_running_
     request.max_concurrency = "1".into();
     let command = send(&server, &token, request).await?;
     // Kill the server (and with it the command engine) once the run is under way.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lines(&ran).is_empty() {
-        if Instant::now() > deadline {
-            bail!("the run never started\n{}", fleet.logs());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(&fleet, "the run never started", || !lines(&ran).is_empty()).await?;
     let port = server.addr.port();
     server.kill().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -895,13 +899,7 @@ async fn an_agent_killed_mid_run_reports_the_run_failed_not_lost() -> anyhow::Re
         ),
     )
     .await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !started.exists() {
-        if Instant::now() > deadline {
-            bail!("the command never started\n{}", fleet.logs());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(&fleet, "the command never started", || started.exists()).await?;
     let node = &mut fleet.nodes[0];
     if let Some(mut agent) = node.agent.take() {
         agent.kill().await?;
