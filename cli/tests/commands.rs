@@ -6,141 +6,24 @@ mod common;
 
 use common::{stderr, stdout};
 
-use std::path::PathBuf;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bosun_proto::auth::v1::LoginRequest;
-use bosun_proto::auth::v1::auth_service_client::AuthServiceClient;
-use tokio::process::{Child, Command};
-use tonic::transport::Channel;
+use tokio::process::Command;
 
 const ADMIN_PASSWORD: &str = "bosun-cli-commands-admin-password";
 
-/// A `bosun server` with its local agent on a free loopback port, killed when dropped, and a
-/// CLI logged in to it.
-struct Server {
-    url: String,
-    server: Child,
-    server_log: PathBuf,
-    config_dir: PathBuf,
-    _root: tempfile::TempDir,
+/// The all-in-one server with its own node's agent, and a CLI logged in to it.
+type Server = common::RealServer;
+
+/// What these tests ask of the server.
+trait LocalNode {
+    /// The id of the server's own node, once it is Online.
+    async fn local_node(&self) -> anyhow::Result<String>;
 }
 
-impl Server {
-    async fn start() -> anyhow::Result<Self> {
-        let root = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let url = format!("http://127.0.0.1:{port}");
-        let server_log = root.path().join("server.log");
-        let server = Command::new(env!("CARGO_BIN_EXE_bosun"))
-            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(root.path().join("data"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", root.path())
-            .env("RUST_LOG", "info")
-            .env("BOSUN_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("BOSUN_AGENTS__HEARTBEAT_INTERVAL", "1s")
-            .env("BOSUN_AGENTS__PING_TIMEOUT", "10s")
-            .current_dir(root.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&server_log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start bosun server")?;
-        let mut server = Server {
-            url,
-            server,
-            server_log,
-            config_dir: root.path().join("config"),
-            _root: root,
-        };
-        server.wait_until_serving().await?;
-        let output = common::run_bosun(
-            &server.config_dir,
-            &["--server", &server.url, "login", "--password-stdin"],
-            &format!("{ADMIN_PASSWORD}\n"),
-            &[],
-        )
-        .await?;
-        if !output.status.success() {
-            bail!("bosun login failed: {}", stderr(&output));
-        }
-        Ok(server)
-    }
-
-    async fn wait_until_serving(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.server.try_wait()? {
-                bail!(
-                    "bosun server exited with {status} before serving:\n{}",
-                    self.server_log()
-                );
-            }
-            if let Ok(channel) = Channel::from_shared(self.url.clone())?.connect().await
-                && AuthServiceClient::new(channel)
-                    .login(LoginRequest {
-                        username: "admin".into(),
-                        password: ADMIN_PASSWORD.into(),
-                        api_key: String::new(),
-                    })
-                    .await
-                    .is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "bosun server did not serve within 60 s:\n{}",
-                    self.server_log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn server_log(&self) -> String {
-        let log = std::fs::read_to_string(&self.server_log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    async fn bosun(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let mut all = vec!["--server", self.url.as_str()];
-        all.extend_from_slice(args);
-        common::run_bosun(&self.config_dir, &all, "", &[]).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = self.bosun(args).await?;
-        if !output.status.success() {
-            bail!(
-                "bosun {args:?} failed ({:?}): {}\nstdout: {}\nserver log:\n{}",
-                output.status.code(),
-                stderr(&output),
-                stdout(&output),
-                self.server_log()
-            );
-        }
-        Ok(stdout(&output))
-    }
-
-    async fn json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        // Before the arguments: words after `--` belong to the command run.
-        let mut all = vec!["-o", "json"];
-        all.extend_from_slice(args);
-        let text = self.ok(&all).await?;
-        serde_json::from_str(&text).with_context(|| format!("bosun {args:?} printed {text}"))
-    }
-
-    /// The id of the server's own node, once it is Online.
+impl LocalNode for Server {
     async fn local_node(&self) -> anyhow::Result<String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -165,7 +48,7 @@ impl Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_follows_a_command_on_the_servers_own_node() -> anyhow::Result<()> {
-    let server = Server::start().await?;
+    let server = Server::start(ADMIN_PASSWORD, true).await?;
     let node = server.local_node().await?;
 
     // Success: the node's output inline, exit code 0.
@@ -319,7 +202,7 @@ async fn run_follows_a_command_on_the_servers_own_node() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_command_is_cancelled_with_command_cancel() -> anyhow::Result<()> {
-    let server = Server::start().await?;
+    let server = Server::start(ADMIN_PASSWORD, true).await?;
     let node = server.local_node().await?;
     let sent = server
         .json(&[

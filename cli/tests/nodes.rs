@@ -13,144 +13,26 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bosun_proto::auth::v1::LoginRequest;
-use bosun_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bosun_proto::inventory::v1 as inventory;
 use fake::Call;
 use tokio::process::{Child, Command};
-use tonic::transport::Channel;
 
 const ADMIN_PASSWORD: &str = "bosun-cli-nodes-admin-password";
 /// The header of `node ls` as a table.
 const NODE_HEADER: &str =
     "ID  NAME  PING STATUS  LAST PING  PLATFORM  AGENT VERSION  IP  HOSTNAME\n";
 
-/// A `bosun server` on a free loopback port, killed when dropped, and a CLI logged in to it.
-struct Fleet {
-    url: String,
-    server: Child,
-    server_log: PathBuf,
-    config_dir: PathBuf,
-    root: tempfile::TempDir,
+/// The all-in-one server without its own node's agent (so the fleet starts empty), and a
+/// CLI logged in to it.
+type Fleet = common::RealServer;
+
+/// What these tests ask of the server beyond the shared harness.
+trait Failing {
+    /// Runs a command that must fail with exit code 1; returns its stderr, one line.
+    async fn fails(&self, args: &[&str]) -> anyhow::Result<String>;
 }
 
-impl Fleet {
-    async fn start() -> anyhow::Result<Self> {
-        let root = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let url = format!("http://127.0.0.1:{port}");
-        let server_log = root.path().join("server.log");
-        let server = Command::new(env!("CARGO_BIN_EXE_bosun"))
-            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(root.path().join("data"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", root.path())
-            .env("RUST_LOG", "info")
-            .env("BOSUN_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            // The server's own node would make the fleet non-empty.
-            .env("BOSUN_AGENTS__LOCAL_AGENT", "false")
-            .env("BOSUN_AGENTS__HEARTBEAT_INTERVAL", "1s")
-            .env("BOSUN_AGENTS__PING_TIMEOUT", "10s")
-            .current_dir(root.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&server_log)?)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start bosun server")?;
-        let mut fleet = Fleet {
-            url,
-            server,
-            server_log,
-            config_dir: root.path().join("config"),
-            root,
-        };
-        fleet.wait_until_serving().await?;
-        let output = common::run_bosun(
-            &fleet.config_dir,
-            &["--server", &fleet.url, "login", "--password-stdin"],
-            &format!("{ADMIN_PASSWORD}\n"),
-            &[],
-        )
-        .await?;
-        if !output.status.success() {
-            bail!("bosun login failed: {}", stderr(&output));
-        }
-        Ok(fleet)
-    }
-
-    /// Waits until the admin can log in, which needs every service up.
-    async fn wait_until_serving(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.server.try_wait()? {
-                bail!(
-                    "bosun server exited with {status} before serving:\n{}",
-                    self.server_log()
-                );
-            }
-            if let Ok(channel) = Channel::from_shared(self.url.clone())?.connect().await
-                && AuthServiceClient::new(channel)
-                    .login(LoginRequest {
-                        username: "admin".into(),
-                        password: ADMIN_PASSWORD.into(),
-                        api_key: String::new(),
-                    })
-                    .await
-                    .is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "bosun server did not serve within 60 s:\n{}",
-                    self.server_log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The last lines the server logged, for failure messages.
-    fn server_log(&self) -> String {
-        let log = std::fs::read_to_string(&self.server_log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// `bosun --server <url> <args>` with the stored login.
-    async fn bosun(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let mut all = vec!["--server", self.url.as_str()];
-        all.extend_from_slice(args);
-        common::run_bosun(&self.config_dir, &all, "", &[]).await
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    async fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        let output = self.bosun(args).await?;
-        if !output.status.success() {
-            bail!(
-                "bosun {args:?} failed: {}\nserver log:\n{}",
-                stderr(&output),
-                self.server_log()
-            );
-        }
-        Ok(stdout(&output))
-    }
-
-    /// Runs a command with `-o json` that must succeed; returns the parsed output.
-    async fn json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let mut all = args.to_vec();
-        all.extend_from_slice(&["-o", "json"]);
-        let text = self.ok(&all).await?;
-        serde_json::from_str(&text).with_context(|| format!("bosun {args:?} printed {text}"))
-    }
-
-    /// Runs a command that must fail with exit code 1; returns its stderr, one line.
+impl Failing for Fleet {
     async fn fails(&self, args: &[&str]) -> anyhow::Result<String> {
         let output = self.bosun(args).await?;
         let message = stderr(&output);
@@ -184,7 +66,7 @@ fn strings(list: &serde_json::Value, field: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activations_are_created_listed_and_deleted() -> anyhow::Result<()> {
-    let fleet = Fleet::start().await?;
+    let fleet = Fleet::start(ADMIN_PASSWORD, false).await?;
 
     let created = fleet
         .json(&[
@@ -300,7 +182,7 @@ async fn activations_are_created_listed_and_deleted() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_created_shown_updated_resolved_and_deleted() -> anyhow::Result<()> {
-    let fleet = Fleet::start().await?;
+    let fleet = Fleet::start(ADMIN_PASSWORD, false).await?;
 
     let created = fleet
         .ok(&[
@@ -392,7 +274,7 @@ async fn groups_are_created_shown_updated_resolved_and_deleted() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_fleet_lists_no_nodes_and_unknown_nodes_are_not_found() -> anyhow::Result<()> {
-    let fleet = Fleet::start().await?;
+    let fleet = Fleet::start(ADMIN_PASSWORD, false).await?;
     assert_eq!(fleet.ok(&["node", "ls"]).await?, NODE_HEADER);
     assert_eq!(
         fleet.json(&["node", "ls", "--ping", "online"]).await?,
@@ -502,7 +384,7 @@ fn run_agent(url: &str, state_dir: &Path, log: PathBuf) -> anyhow::Result<Agent>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_agent_is_listed_tagged_grouped_and_deregistered() -> anyhow::Result<()> {
-    let fleet = Fleet::start().await?;
+    let fleet = Fleet::start(ADMIN_PASSWORD, false).await?;
     let created = fleet
         .json(&[
             "activation",
