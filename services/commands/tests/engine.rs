@@ -450,6 +450,23 @@ async fn bosun_nodelink_messages(backend: &Backend, node_id: &str) -> u64 {
     u64::try_from(count).expect("positive")
 }
 
+/// What CancelCommand stores for a whole command.
+async fn request_cancel(backend: &Backend, id: &str) {
+    command::Entity::update_many()
+        .col_expr(command::Column::CancelRequested, true.into())
+        .col_expr(command::Column::State, "Cancelling".into())
+        .filter(command::Column::Id.eq(id))
+        .exec(&backend.test_db.db)
+        .await
+        .expect("cancel command");
+    invocation::Entity::update_many()
+        .col_expr(invocation::Column::CancelRequested, true.into())
+        .filter(invocation::Column::CommandId.eq(id))
+        .exec(&backend.test_db.db)
+        .await
+        .expect("cancel invocations");
+}
+
 async fn outbox_len(backend: &Backend) -> u64 {
     bosun_commands::entities::event_outbox::Entity::find()
         .count(&backend.test_db.db)
@@ -707,20 +724,7 @@ async fn cancel_pending_and_in_flight() {
             assert!(tokio::time::Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // What CancelCommand stores.
-        command::Entity::update_many()
-            .col_expr(command::Column::CancelRequested, true.into())
-            .col_expr(command::Column::State, "Cancelling".into())
-            .filter(command::Column::Id.eq(id.as_str()))
-            .exec(&backend.test_db.db)
-            .await
-            .expect("cancel command");
-        invocation::Entity::update_many()
-            .col_expr(invocation::Column::CancelRequested, true.into())
-            .filter(invocation::Column::CommandId.eq(id.as_str()))
-            .exec(&backend.test_db.db)
-            .await
-            .expect("cancel invocations");
+        request_cancel(&backend, &id).await;
         engine.wake.notify_one();
         // The running one gets a cancel message; the others are cancelled at once.
         let cancel = receive_wave(&link, &nodes, Duration::from_millis(100)).await;
@@ -766,19 +770,7 @@ async fn cancel_withdraws_a_message_not_yet_received() {
             assert!(tokio::time::Instant::now() < deadline);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        command::Entity::update_many()
-            .col_expr(command::Column::CancelRequested, true.into())
-            .col_expr(command::Column::State, "Cancelling".into())
-            .filter(command::Column::Id.eq(id.as_str()))
-            .exec(&backend.test_db.db)
-            .await
-            .expect("cancel command");
-        invocation::Entity::update_many()
-            .col_expr(invocation::Column::CancelRequested, true.into())
-            .filter(invocation::Column::CommandId.eq(id.as_str()))
-            .exec(&backend.test_db.db)
-            .await
-            .expect("cancel invocations");
+        request_cancel(&backend, &id).await;
         engine.wake.notify_one();
         wait_command_state(&backend, &id, "Cancelled").await;
         // The run is withdrawn; only a cancel remains, for a copy already on its way.
