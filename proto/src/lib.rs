@@ -62,3 +62,9 @@ pub mod commands {
         tonic::include_proto!("bosun.commands.v1");
     }
 }
+
+pub mod sessions {
+    pub mod v1 {
+        tonic::include_proto!("bosun.sessions.v1");
+    }
+}

@@ -1,0 +1,2 @@
+//! Migrations (H1).
+pub struct Migrator;
