@@ -42,6 +42,11 @@ pub const SOURCES: &[(&str, &str, &str)] = &[
         include_str!("../builtin/Bosun-StartPortForwardingSession.json"),
     ),
     (
+        "Bosun-StartPortForwardingSessionToRemoteHost",
+        "AWS-StartPortForwardingSessionToRemoteHost",
+        include_str!("../builtin/Bosun-StartPortForwardingSessionToRemoteHost.json"),
+    ),
+    (
         "Bosun-StartShellSession",
         "SSM-SessionManagerRunShell",
         include_str!("../builtin/Bosun-StartShellSession.json"),

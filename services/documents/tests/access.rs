@@ -224,7 +224,7 @@ async fn built_in_documents_are_listed_readable_by_alias_and_read_only() {
             .iter()
             .map(|(name, _)| name.to_string())
             .collect();
-        assert_eq!(expected.len(), 6);
+        assert_eq!(expected.len(), 7);
         assert_eq!(
             h.list_names(BOB, vec![filter("Owner", &["Bosun"])], 0)
                 .await

@@ -18,5 +18,7 @@ pub use jwt::{
     TokenVerifier, VerifyingKey,
 };
 pub use layer::{EdgeVerified, VerifyLayer, VerifyService};
-pub use policy::{AccessRequest, Decision, PolicyDocument, PolicyError, evaluate};
+pub use policy::{
+    AccessRequest, Decision, PolicyDocument, PolicyError, evaluate, evaluate_explicit,
+};
 pub use principal::{AuthContext, Principal, auth_context};

@@ -499,6 +499,33 @@ pub fn evaluate(policies: &[PolicyDocument], request: &AccessRequest) -> Decisio
     }
 }
 
+/// Like [`evaluate`], for grants that must be explicit (running as `root`): an `Allow`
+/// counts only from a statement whose `Resource` list names `request.resource` literally
+/// (`runas:root`), so wildcards such as `*` or `runas:*` never grant it. A matching `Deny`
+/// still wins, wildcards included.
+pub fn evaluate_explicit(policies: &[PolicyDocument], request: &AccessRequest) -> Decision {
+    let mut allowed = false;
+    for statement in policies.iter().flat_map(|document| &document.statements) {
+        if !statement.matches(request) {
+            continue;
+        }
+        match statement.effect {
+            Effect::Deny => return Decision::ExplicitDeny,
+            Effect::Allow => {
+                allowed |= statement
+                    .resources
+                    .iter()
+                    .any(|pattern| pattern == request.resource);
+            }
+        }
+    }
+    if allowed {
+        Decision::Allow
+    } else {
+        Decision::ImplicitDeny
+    }
+}
+
 impl Statement {
     fn matches(&self, request: &AccessRequest) -> bool {
         self.actions
@@ -623,6 +650,50 @@ mod tests {
         }
         assert!(wildcard_match("Params:get*", "params:GetParameter", true));
         assert!(!wildcard_match("Params:get*", "params:GetParameter", false));
+    }
+
+    #[test]
+    fn explicit_grants_need_the_literal_resource() {
+        let principal = Principal::User("alice".into());
+        let tags = BTreeMap::new();
+        let request = AccessRequest {
+            principal: &principal,
+            action: "sessions:RunAs",
+            resource: "runas:root",
+            resource_tags: &tags,
+        };
+        let parse = |json: &str| PolicyDocument::parse(json).expect("valid document");
+        let wildcard =
+            parse(r#"{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}"#);
+        let runas_any = parse(
+            r#"{"Statement": {"Effect": "Allow", "Action": "sessions:RunAs", "Resource": "runas:*"}}"#,
+        );
+        let literal = parse(
+            r#"{"Statement": {"Effect": "Allow", "Action": "sessions:*", "Resource": ["runas:root"]}}"#,
+        );
+        let deny = parse(
+            r#"{"Statement": {"Effect": "Deny", "Action": "sessions:RunAs", "Resource": "runas:*"}}"#,
+        );
+        assert_eq!(
+            evaluate(std::slice::from_ref(&wildcard), &request),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate_explicit(std::slice::from_ref(&wildcard), &request),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            evaluate_explicit(&[runas_any], &request),
+            Decision::ImplicitDeny
+        );
+        assert_eq!(
+            evaluate_explicit(&[wildcard, literal.clone()], &request),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate_explicit(&[literal, deny], &request),
+            Decision::ExplicitDeny
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::AuthError;
 use crate::jwt::Claims;
-use crate::policy::{AccessRequest, Decision, PolicyDocument, evaluate};
+use crate::policy::{AccessRequest, Decision, PolicyDocument, evaluate, evaluate_explicit};
 
 /// The longest principal name accepted; long enough for emails and node ids.
 const MAX_NAME_LEN: usize = 128;
@@ -134,6 +134,25 @@ impl AuthContext {
         tags: &BTreeMap<String, String>,
     ) -> Decision {
         evaluate(
+            &self.policies,
+            &AccessRequest {
+                principal: &self.principal,
+                action,
+                resource,
+                resource_tags: tags,
+            },
+        )
+    }
+
+    /// The decision for a grant that must be explicit: only a statement naming `resource`
+    /// literally allows it (see [`evaluate_explicit`]), e.g. `sessions:RunAs` on `runas:root`.
+    pub fn decide_explicit(
+        &self,
+        action: &str,
+        resource: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Decision {
+        evaluate_explicit(
             &self.policies,
             &AccessRequest {
                 principal: &self.principal,
