@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionsConfig {
-    /// How long a token from StartSession/ResumeSession stays valid (unused).
+    /// How long a token from StartSession/ResumeSession stays valid (it opens one stream).
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
     /// How long the agent has to attach after StartSession before the session Fails.

@@ -18,17 +18,19 @@ pub mod broker;
 pub mod config;
 pub mod entities;
 mod migrations;
+mod plan;
 pub mod reaper;
 mod service;
 pub mod store;
 pub mod transcript;
+mod validate;
 
 pub use broker::Broker;
 pub use config::SessionsConfig;
 pub use migrations::Migrator;
 pub use reaper::Reaper;
 pub use service::SessionServiceImpl;
-pub use store::{SessionRecord, SessionStatus, SessionStore};
+pub use store::{SessionEnd, SessionRecord, SessionStatus, SessionStore};
 
 /// The gRPC service names, for health and routing.
 pub const SERVICE_NAME: &str = "bosun.sessions.v1.SessionService";

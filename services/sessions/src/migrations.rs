@@ -1,2 +1,0 @@
-//! Migrations (H1).
-pub struct Migrator;
