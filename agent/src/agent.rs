@@ -30,6 +30,7 @@ use crate::client::EndpointConfig;
 use crate::executor::{Executor, ResultSink};
 use crate::journal::{Journal, PendingResult};
 use crate::protocol::FailureResult;
+use crate::session::{SessionManager, SessionOptions};
 use crate::state::Identity;
 
 /// Tunables of [`Agent`].
@@ -57,11 +58,14 @@ pub struct AgentOptions {
     /// With results unacknowledged and no acknowledgement for this long, the stream is given
     /// up and opened again (which sends them again, oldest first).
     pub ack_timeout: Duration,
+    /// Session Manager: `sessions.*` deliveries run sessions over the agent's channel;
+    /// `None` leaves them to the executor (the fleet simulator's echo answers them).
+    pub sessions: Option<SessionOptions>,
 }
 
 impl AgentOptions {
     /// Defaults: 1 s–5 min back-off, 20 s grace, 5 s flush, 15 s handshake, 30 s heartbeat,
-    /// a window of 64 results or 4 MiB, 60 s to wait for an acknowledgement.
+    /// a window of 64 results or 4 MiB, 60 s to wait for an acknowledgement, sessions on.
     pub fn new(facts: HostFacts) -> Self {
         Self {
             facts,
@@ -73,6 +77,7 @@ impl AgentOptions {
             result_window: 64,
             result_window_bytes: 4 << 20,
             ack_timeout: Duration::from_secs(60),
+            sessions: Some(SessionOptions::default()),
         }
     }
 }
@@ -126,6 +131,8 @@ struct RunState {
     abort: CancellationToken,
     /// Set once shutdown is asked: when the grace ends.
     grace_ends: Option<Instant>,
+    /// Runs `sessions.*` deliveries (on the same channel as the agent's stream).
+    sessions: Option<Arc<SessionManager>>,
 }
 
 impl RunState {
@@ -151,9 +158,15 @@ impl RunState {
         if self.grace_ends.is_none() {
             tracing::info!(grace_secs = grace.as_secs(), "stopping: taking no new work");
             self.grace_ends = Some(Instant::now() + grace);
+            if let Some(sessions) = &self.sessions {
+                sessions.stop_all();
+            }
         }
     }
 }
+
+/// Deliveries for the [`SessionManager`].
+const SESSIONS_TOPIC_PREFIX: &str = "sessions.";
 
 /// How often a draining agent checks whether it may stop.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
@@ -192,12 +205,19 @@ impl Agent {
             Some(channel) => channel.clone(),
             None => self.endpoint.channel()?,
         };
-        let mut client = AgentChannelClient::new(channel);
+        let mut client = AgentChannelClient::new(channel.clone());
         let mut state = RunState {
             notify: Arc::new(Notify::new()),
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
             grace_ends: None,
+            sessions: self.options.sessions.clone().map(|options| {
+                Arc::new(SessionManager::new(
+                    channel.clone(),
+                    self.identity.clone(),
+                    options,
+                ))
+            }),
         };
         self.report_interrupted(&state);
         let mut backoff = Backoff::new(self.options.backoff);
@@ -492,7 +512,12 @@ impl Agent {
             let _ = sink.complete(payload);
             return;
         }
-        let executor = self.executor.clone();
+        // Sessions run in their delivery's task like any work: the agent drains them on
+        // shutdown (killed after the grace) and reports them interrupted after a crash.
+        let executor: Arc<dyn Executor> = match &state.sessions {
+            Some(sessions) if delivery.topic.starts_with(SESSIONS_TOPIC_PREFIX) => sessions.clone(),
+            _ => self.executor.clone(),
+        };
         state.tracker.spawn(async move {
             let run = tokio::spawn({
                 let sink = sink.clone();

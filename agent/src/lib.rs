@@ -2,7 +2,8 @@
 //! plane (`bosun.agent.v1.AgentChannel`), and runs the work it brings exactly once.
 //!
 //! The library is what the binary and the fleet simulator share: [`register`], [`StateDir`],
-//! [`Agent`] over a [`Journal`] and an [`Executor`]. It links `bosun-proto` and small client
+//! [`Agent`] over a [`Journal`] and an [`Executor`], with a [`SessionManager`] for `sessions.*`
+//! deliveries. It links `bosun-proto` and small client
 //! crates only.
 //!
 //! State directory (default `/var/lib/bosun-agent`, 0700; files 0600, written atomically):
@@ -23,6 +24,8 @@ mod client;
 mod executor;
 mod facts;
 pub mod journal;
+/// Session Manager sessions on the node (`sessions.*` deliveries).
+pub mod session;
 /// The JSON of `commands.*` payloads and results, shared with the Run Command service.
 pub use bosun_document::run as protocol;
 mod state;
@@ -37,6 +40,7 @@ pub use executor::{
 };
 pub use facts::collect_host_facts;
 pub use journal::{FileJournal, Journal, JournalLimits, MemoryJournal};
+pub use session::{SessionManager, SessionOptions};
 pub use state::{DEFAULT_STATE_DIR, Identity, StateDir, challenge_message, generate_key};
 
 /// What goes wrong in the agent. Messages say what was attempted and on what.

@@ -65,6 +65,19 @@ impl Identity {
             .to_vec()
     }
 
+    /// The proof for a session attach challenge: the signature over
+    /// [`bosun_session::attach_message`]`(session_id, node_id, nonce)`.
+    pub fn sign_session_attach(&self, session_id: &str, nonce: &[u8]) -> Vec<u8> {
+        self.key
+            .sign(&bosun_session::attach_message(
+                session_id,
+                &self.node_id,
+                nonce,
+            ))
+            .as_ref()
+            .to_vec()
+    }
+
     /// The private key in PKCS#8, for saving.
     pub(crate) fn pkcs8(&self) -> &[u8] {
         &self.pkcs8

@@ -2,12 +2,14 @@
 //! agent and by clients (the CLI, tests, benchmarks), and the JSON of the `sessions.*` node
 //! messages the sessions service sends to agents.
 //!
-//! - [`wire`]: `sessions.start` / `sessions.terminate` payloads.
+//! - [`wire`]: `sessions.start` / `sessions.terminate` payloads and the agent's `SessionResult`.
 //! - [`peer`]: [`peer::Outgoing`] (numbering, the unacknowledged window, re-sending after a
 //!   `Resume`) and [`peer::Incoming`] (in-order delivery, duplicates dropped, when to ack).
+//! - [`link`]: [`link::Link`], one end's halves and the frames of its current stream.
 //! - [`client`]: a client end over `SessionData.Connect`, with reconnect/resume.
 
 pub mod client;
+pub mod link;
 pub mod peer;
 pub mod wire;
 

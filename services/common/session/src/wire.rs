@@ -50,3 +50,21 @@ pub struct TerminateSession {
     pub session_id: String,
     pub reason: String,
 }
+
+/// The agent's result for a `sessions.*` delivery (kept in its journal until the gateway
+/// queues it on `node-results.sessions`). For `sessions.start` it is sent when the session
+/// has ended on the node; the session's outcome itself reaches the client on the data stream
+/// and the store through the hub, so nothing needs to consume these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionResult {
+    pub session_id: String,
+    /// `Success` (ran and ended; terminated as asked) or `Failed` (refused, could not attach,
+    /// lost).
+    pub status: String,
+    /// E.g. `exit status 0`, `closed by the gateway: idle timeout (20m)`, `user alice does not
+    /// exist on this node`.
+    pub detail: String,
+    /// The shell's or command's exit status, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
