@@ -12,6 +12,7 @@ use bosun_proto::inventory::v1::node_service_client::NodeServiceClient;
 use bosun_proto::inventory::v1::resource_group_service_client::ResourceGroupServiceClient;
 use bosun_proto::notifications::v1::notification_service_client::NotificationServiceClient;
 use bosun_proto::parameters::v1::parameter_service_client::ParameterServiceClient;
+use bosun_proto::sessions::v1::session_service_client::SessionServiceClient;
 use chrono::{DateTime, Utc};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -24,6 +25,9 @@ use crate::output::rfc3339;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 // Generous: listings page through many calls, but each call should be quick.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// A session's data stream lives for hours, so it has no request timeout; HTTP/2 pings find
+/// a dead path (a network blip) within about twice this, and the session resumes.
+const STREAM_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Chooses the token for a call: `--token` (or `BOSUN_TOKEN`) wins over the stored one,
 /// so a script can act as another principal without logging out. An empty flag counts as
@@ -96,6 +100,7 @@ pub type NotificationsClient = NotificationServiceClient<InterceptedService<Chan
 pub type NodesClient = NodeServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type ResourceGroupsClient = ResourceGroupServiceClient<InterceptedService<Channel, BearerAuth>>;
 pub type CommandsClient = CommandServiceClient<InterceptedService<Channel, BearerAuth>>;
+pub type SessionsClient = SessionServiceClient<InterceptedService<Channel, BearerAuth>>;
 
 /// An open channel plus the credentials to use on it.
 #[derive(Clone, Debug)]
@@ -148,11 +153,36 @@ impl Connection {
     pub fn commands(&self) -> CommandsClient {
         CommandServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
+
+    pub fn sessions(&self) -> SessionsClient {
+        SessionServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+}
+
+/// A channel for long-lived streams (a session's data): no request timeout, HTTP/2
+/// keep-alive pings so a silently dead connection is noticed.
+pub async fn open_stream_channel(server: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from(check_url(server)?)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(STREAM_KEEPALIVE)
+        .keep_alive_timeout(STREAM_KEEPALIVE)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {server}"))
 }
 
 /// Checks the URL before tonic sees it: TLS is not built into this client yet, and a
 /// token must not be sent to an `https://` URL over plain text by mistake.
 fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from(check_url(server)?)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT))
+}
+
+fn check_url(server: &str) -> anyhow::Result<Uri> {
     let uri: Uri = server
         .parse()
         .with_context(|| format!("invalid server url {server}"))?;
@@ -166,9 +196,7 @@ fn endpoint(server: &str) -> anyhow::Result<Endpoint> {
     if uri.host().is_none_or(str::is_empty) {
         bail!("server url {server}: missing host");
     }
-    Ok(Endpoint::from(uri)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT))
+    Ok(uri)
 }
 
 #[cfg(test)]

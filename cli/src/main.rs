@@ -8,6 +8,7 @@ mod errors;
 mod input;
 mod output;
 mod server;
+mod session;
 mod views;
 mod webhook;
 
@@ -129,6 +130,10 @@ enum Command {
     /// Commands sent with `bosun run`: list them, show one with its nodes, cancel, read output.
     #[command(subcommand, name = "command", visible_alias = "commands")]
     Commands(CommandCommand),
+    /// Sessions on nodes: a shell (`bosun session start NODE`), one interactive command, or
+    /// port forwarding, with no SSH and no inbound port; list, terminate, transcripts.
+    #[command(subcommand, visible_alias = "sessions")]
+    Session(session::SessionCommand),
     /// Run the all-in-one Bosun server.
     Server(server::ServerArgs),
     /// Run one Bosun service on its own.
@@ -145,6 +150,13 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        // `bosun session start` exits with the remote status, like ssh.
+        Err(err) if err.downcast_ref::<session::RemoteExit>().is_some() => {
+            let code = err
+                .downcast_ref::<session::RemoteExit>()
+                .map_or(1, |exit| exit.0);
+            ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+        }
         Err(err) => {
             let mut line = errors::one_line(&err);
             // Outside login, "unauthenticated" almost always means an expired or revoked token.
@@ -191,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(command) => commands::groups::run(&make_context()?, command).await,
         Command::Run(args) => commands::run::run(&make_context()?, args).await,
         Command::Commands(command) => commands::command::run(&make_context()?, command).await,
+        Command::Session(command) => session::run(&make_context()?, command).await,
     }
 }
 
@@ -599,6 +612,66 @@ mod tests {
             &["command", "ls", "--max", "0"],
             &["run", "--", "uptime"],
             &["run", "--targets", "InstanceIds=*"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn session_commands_parse() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "session",
+            "start",
+            "mi-0123456789abcdef0",
+            "--doc",
+            "StartInteractiveCommand",
+            "--param",
+            "command=top",
+            "--reason",
+            "debug",
+        ])?;
+        let Command::Session(session::SessionCommand::Start(args)) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!(args.params, [("command".to_owned(), "top".to_owned())]);
+        let cli = parse(&[
+            "session",
+            "forward",
+            "mi-1",
+            "--remote-port",
+            "5432",
+            "--local-port",
+            "15432",
+        ])?;
+        let Command::Session(session::SessionCommand::Forward(args)) = cli.command else {
+            anyhow::bail!("parsed as {:?}", cli.command);
+        };
+        assert_eq!((args.remote_port, args.local_port), (5432, Some(15432)));
+        assert_eq!(args.listen.to_string(), "127.0.0.1");
+        for ok in [
+            &["sessions", "ls", "--history", "--target", "mi-1"][..],
+            &["session", "terminate", "s-1"],
+            &["session", "transcript", "s-1"],
+            &["session", "start", "mi-1", "--run-as", "ops"],
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            &["session", "start"][..],
+            &["session", "forward", "mi-1"],
+            &["session", "forward", "mi-1", "--remote-port", "0"],
+            &[
+                "session",
+                "forward",
+                "mi-1",
+                "--remote-port",
+                "1",
+                "--listen",
+                "here",
+            ],
+            &["session", "start", "mi-1", "--param", "novalue"],
+            &["session", "ls", "--max", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

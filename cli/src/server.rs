@@ -27,6 +27,8 @@ use bosun_parameters::{
     KeySource, MasterKeyRing, ParameterServiceImpl, PolicyWorker, ReadCache, SystemClock,
 };
 use bosun_queue::{MemoryQueue, Queue, QueueOptions, RedisQueue};
+use bosun_sessions::broker::RelayRedis;
+use bosun_sessions::{Broker, Reaper, SessionServiceImpl, SessionStore, SessionsConfig};
 use bosun_telemetry::{LogFormat, Metrics, TelemetryConfig};
 use figment::value::Value;
 use sea_orm::DatabaseConnection;
@@ -77,6 +79,7 @@ pub struct ServerConfig {
     pub notifications: NotificationsConfig,
     pub agents: AgentsConfig,
     pub commands: CommandsConfig,
+    pub sessions: SessionsConfig,
     /// Where full command output is kept; unset: the directory `<data_dir>/objects`.
     /// Not serialized: it may hold an S3 secret, and unset has no value to write.
     #[serde(skip_serializing)]
@@ -185,6 +188,7 @@ impl Default for ServerConfig {
             notifications: NotificationsConfig::default(),
             agents: AgentsConfig::default(),
             commands: CommandsConfig::default(),
+            sessions: SessionsConfig::default(),
             objects: None,
         }
     }
@@ -206,6 +210,7 @@ impl ServerConfig {
         self.notifications.validate().map_err(anyhow::Error::msg)?;
         self.agents.validate()?;
         self.commands.validate().map_err(anyhow::Error::msg)?;
+        self.sessions.validate().map_err(anyhow::Error::msg)?;
         if let Some(url) = &self.redis_url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -308,7 +313,8 @@ pub struct ServerArgs {
 /// Which service `bosun serve` runs.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceName {
-    /// The public edge with identity; routes other services per `[routes]`.
+    /// The public edge with identity; routes other services per `[routes]`; holds the agents'
+    /// channels and the sessions' data streams (SessionData).
     Gateway,
     /// bosun.audit.v1.AuditService.
     Audit,
@@ -324,6 +330,10 @@ pub enum ServiceName {
     /// bosun.commands.v1.CommandService with its engine (dispatch, results, timeouts, output,
     /// events); needs redis_url, through which it reaches the gateways' agents.
     Commands,
+    /// bosun.sessions.v1.SessionService with its reaper; needs redis_url, through which it
+    /// reaches the gateways' agents. The sessions' data streams (SessionData) are served by
+    /// the gateways.
+    Sessions,
 }
 
 /// Flags of `bosun serve <service>`.
@@ -526,6 +536,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     bosun_store::migrate::<bosun_inventory::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_nodelink::Migrator>(&db).await?;
     bosun_store::migrate::<bosun_commands::Migrator>(&db).await?;
+    bosun_store::migrate::<bosun_sessions::Migrator>(&db).await?;
     let audit = AuditLog::new(db.clone());
     let objects = process.open_objects()?;
     let keys = parameter_keys(&process)?;
@@ -535,6 +546,8 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let parameters = parameter_service(&process, &db, &audit, &queue, keys, only_writer).await?;
     let link = node_link(&process, &db, &queue).await?;
     let edge = agent_edge(&process, &db, &link);
+    let sessions = session_service(&process, &db, &audit, &link, objects.clone());
+    let broker = session_broker(&process, &db, &audit, objects.clone(), edge.replica_id()).await?;
     let commands = command_service(&process, &db, &audit, &queue, &link, objects);
     let local = LocalServices {
         routes: Routes::default()
@@ -545,6 +558,8 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             .add_service(node_service(&process, &db, &audit, &link).into_server())
             .add_service(ResourceGroupServiceImpl::new(db.clone(), audit.clone()).into_server())
             .add_service(commands.into_server())
+            .add_service(sessions.into_server())
+            .add_service(broker.into_server())
             .add_service(edge.into_server()),
         names: vec![
             AUDIT_SERVICE,
@@ -554,6 +569,8 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             bosun_inventory::NODE_SERVICE_NAME,
             bosun_inventory::GROUP_SERVICE_NAME,
             bosun_commands::SERVICE_NAME,
+            bosun_sessions::SERVICE_NAME,
+            bosun_sessions::DATA_SERVICE_NAME,
             AGENT_CHANNEL,
         ],
     };
@@ -682,6 +699,68 @@ fn command_service(
     .with_wake(wake)
 }
 
+/// The SessionService, with the reaper (sessions whose agent never attached or whose hub
+/// died) started as a critical task. Documents, nodes and parameters are read in-process from
+/// the shared store, as Run Command does.
+fn session_service(
+    process: &Process,
+    db: &DatabaseConnection,
+    audit: &AuditLog,
+    link: &NodeLink,
+    objects: Arc<Objects>,
+) -> SessionServiceImpl {
+    let config = process.config.sessions.clone();
+    let reaper = Reaper::new(
+        SessionStore::new(db.clone(), audit.clone(), config.clone()),
+        config.clone(),
+    );
+    process
+        .tasks
+        .spawn_critical("session-reaper", reaper.run(process.shutdown.clone()));
+    SessionServiceImpl::new(
+        db.clone(),
+        audit.clone(),
+        link.clone(),
+        objects,
+        config,
+        Ports::local(db.clone()),
+    )
+}
+
+/// The session broker (`SessionData`) of this gateway process, under the agent edge's replica
+/// id; relayed through Redis to the other replicas when there is one. On shutdown it closes
+/// its streams without ending the sessions, so agents re-attach to another replica and
+/// clients resume there instead of holding the drain up.
+async fn session_broker(
+    process: &Process,
+    db: &DatabaseConnection,
+    audit: &AuditLog,
+    objects: Arc<Objects>,
+    replica_id: &str,
+) -> anyhow::Result<Broker> {
+    let redis = process.config.redis_url.as_ref().map(|url| RelayRedis {
+        url: url.clone(),
+        prefix: process.config.redis_prefix.clone(),
+    });
+    let broker = Broker::start(
+        SessionStore::new(db.clone(), audit.clone(), process.config.sessions.clone()),
+        Arc::new(Directory::new(db.clone())),
+        objects,
+        process.config.sessions.clone(),
+        replica_id.to_owned(),
+        redis,
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("session broker: {error}"))?;
+    let (stopping, shutdown) = (broker.clone(), process.shutdown.clone());
+    process.tasks.spawn("session-broker-shutdown", async move {
+        shutdown.cancelled().await;
+        stopping.shutdown().await;
+        Ok(())
+    });
+    Ok(broker)
+}
+
 fn node_service(
     process: &Process,
     db: &DatabaseConnection,
@@ -703,12 +782,20 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             // The agent channel reads node keys and records pings in inventory's tables.
             bosun_store::migrate::<bosun_inventory::Migrator>(&db).await?;
             bosun_store::migrate::<bosun_nodelink::Migrator>(&db).await?;
+            // The session broker changes session rows and writes transcripts.
+            bosun_store::migrate::<bosun_sessions::Migrator>(&db).await?;
             let audit = AuditLog::new(db.clone());
+            let objects = process.open_objects()?;
             let link = node_link(&process, &db, &queue).await?;
             let edge = agent_edge(&process, &db, &link);
+            // Gateways hold both ends of every session (the agent's Attach and the client's
+            // Connect), as they hold the agents' channels.
+            let broker = session_broker(&process, &db, &audit, objects, edge.replica_id()).await?;
             let local = LocalServices {
-                routes: Routes::default().add_service(edge.into_server()),
-                names: vec![AGENT_CHANNEL],
+                routes: Routes::default()
+                    .add_service(edge.into_server())
+                    .add_service(broker.into_server()),
+                names: vec![AGENT_CHANNEL, bosun_sessions::DATA_SERVICE_NAME],
             };
             let router = gateway_router(&process, db, audit, local).await?;
             process.run(router).await
@@ -790,6 +877,31 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 command_service(&process, &db, &audit, &queue, &link, objects).into_server(),
             );
             run_standalone(process, routes, bosun_commands::SERVICE_NAME).await
+        }
+        ServiceName::Sessions => {
+            let process = Process::start(&args.common, "bosun-sessions")?;
+            if process.config.redis_url.is_none() {
+                anyhow::bail!(
+                    "redis_url: `bosun serve sessions` needs Redis: messages to nodes pass \
+                     between it and the gateways there"
+                );
+            }
+            let db = process.open_store().await?;
+            let queue = process.open_queue().await?;
+            bosun_store::migrate::<bosun_audit::Migrator>(&db).await?;
+            // It reads documents, nodes and parameters from their owners' tables.
+            bosun_store::migrate::<bosun_documents::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_parameters::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_notifications::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_inventory::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_nodelink::Migrator>(&db).await?;
+            bosun_store::migrate::<bosun_sessions::Migrator>(&db).await?;
+            let audit = AuditLog::new(db.clone());
+            let objects = process.open_objects()?;
+            let link = node_link(&process, &db, &queue).await?;
+            let routes = Routes::default()
+                .add_service(session_service(&process, &db, &audit, &link, objects).into_server());
+            run_standalone(process, routes, bosun_sessions::SERVICE_NAME).await
         }
         ServiceName::Notifications => {
             let process = Process::start(&args.common, "bosun-notifications")?;
@@ -1228,6 +1340,39 @@ mod tests {
     }
 
     #[test]
+    fn session_settings_load_and_are_checked() -> anyhow::Result<()> {
+        let load = |pairs: &[(&str, &str)]| {
+            let env: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            load_config(&args(), &env).and_then(|config| config.validate().map(|_| config))
+        };
+        assert_eq!(load(&[])?.sessions, SessionsConfig::default());
+        let config = load(&[
+            ("BOSUN_SESSIONS__TIME_UNIT", "2s"),
+            ("BOSUN_SESSIONS__HUB_TOUCH_INTERVAL", "500ms"),
+            ("BOSUN_SESSIONS__HUB_LOST_AFTER", "3s"),
+            ("BOSUN_SESSIONS__RECORD_INPUT", "true"),
+        ])?;
+        assert_eq!(config.sessions.minutes(20), Duration::from_secs(40));
+        assert!(config.sessions.record_input);
+        for (key, value, field) in [
+            ("BOSUN_SESSIONS__TIME_UNIT", "0s", "sessions.time_unit"),
+            (
+                "BOSUN_SESSIONS__HUB_LOST_AFTER",
+                "6s",
+                "sessions.hub_lost_after",
+            ),
+            ("BOSUN_SESSIONS__TOKEN_TTL", "2h", "sessions.token_ttl"),
+        ] {
+            let error = load(&[(key, value)]).expect_err(key).to_string();
+            assert!(error.starts_with(field), "{key}={value}: {error}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn secrets_do_not_serialize() -> anyhow::Result<()> {
         let config = ServerConfig {
             admin_password: Some(Secret(SecretString::from("hunter2hunter2"))),
@@ -1281,6 +1426,7 @@ mod example_config {
             config.validate()?;
             // The documented values are the defaults.
             assert_eq!(config.commands, CommandsConfig::default());
+            assert_eq!(config.sessions, SessionsConfig::default());
             if name == "full.toml" {
                 assert!(config.database_url.is_some() && config.redis_url.is_some());
                 assert!(config.admin_password.is_some() && config.auth.key_file.is_some());

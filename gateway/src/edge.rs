@@ -31,6 +31,9 @@ pub const PUBLIC_PATHS: &[&str] = &[
     "/bosun.inventory.v1.NodeService/RegisterManagedInstance",
     // The stream authenticates itself: a signed challenge (see agent.proto).
     "/bosun.agent.v1.AgentChannel/Connect",
+    // The same for a session's agent end: the node proves its key over a fresh nonce (see
+    // sessions.proto). The client end, `SessionData/Connect`, needs a bearer token.
+    "/bosun.sessions.v1.SessionData/Attach",
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -178,6 +181,9 @@ mod tests {
         assert!(!is_public("/bosun.auth.v1.AuthService/LoginX"));
         assert!(!is_public("/bosun.auth.v1.AuthService/GetCallerIdentity"));
         assert!(!is_public("/grpc.health.v1.HealthX/Check"));
+        // A session's agent end proves its key in the stream; the client end needs a token.
+        assert!(is_public("/bosun.sessions.v1.SessionData/Attach"));
+        assert!(!is_public("/bosun.sessions.v1.SessionData/Connect"));
     }
 
     #[test]

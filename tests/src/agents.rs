@@ -154,6 +154,8 @@ impl AgentProcess {
 pub struct Balancer {
     pub addr: SocketAddr,
     backends: Arc<RwLock<Vec<SocketAddr>>>,
+    /// The connections being forwarded, to cut them as a network failure would.
+    open: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -163,10 +165,12 @@ impl Balancer {
         let addr = listener.local_addr()?;
         let backends = Arc::new(RwLock::new(backends));
         let shared = backends.clone();
+        let open: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let tracked = open.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let candidates = shared.read().await.clone();
-                tokio::spawn(async move {
+                let forwarding = tokio::spawn(async move {
                     for backend in candidates {
                         if let Ok(mut outbound) = TcpStream::connect(backend).await {
                             let _ =
@@ -175,13 +179,33 @@ impl Balancer {
                         }
                     }
                 });
+                let mut open = tracked
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                open.retain(|handle| !handle.is_finished());
+                open.push(forwarding.abort_handle());
             }
         });
         Ok(Balancer {
             addr,
             backends,
+            open,
             task,
         })
+    }
+
+    /// Closes every connection it forwards now, as a network failure would (new connections
+    /// are still accepted).
+    pub fn cut_connections(&self) {
+        let open = std::mem::take(
+            &mut *self
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for handle in open {
+            handle.abort();
+        }
     }
 
     pub fn url(&self) -> String {

@@ -18,6 +18,8 @@ use tonic::transport::Channel;
 
 pub mod agents;
 pub mod raw;
+pub mod sessions;
+pub mod terminal;
 
 /// The admin password every test server starts with.
 pub const ADMIN_PASSWORD: &str = "bosun-test-admin-password";
