@@ -963,7 +963,10 @@ async fn shutdown_breaks_local_ends_without_ending_the_session() {
     for end in [&mut agent, &mut client] {
         let status = end.error_after_frames().await;
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-        assert!(status.message().contains("gateway shutting down"), "{status:?}");
+        assert!(
+            status.message().contains("gateway shutting down"),
+            "{status:?}"
+        );
     }
     assert_eq!(world.row(&session_id).await.status, "Connected");
 }

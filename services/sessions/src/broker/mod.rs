@@ -594,9 +594,10 @@ impl Shared {
             }
         }
         let reply = match self.store.get(&record.session_id).await {
-            Ok(Some(now)) if now.status.is_ended() => {
-                Ok(closed_frame(now.status, &ended_reason(now.status, &now.details)))
-            }
+            Ok(Some(now)) if now.status.is_ended() => Ok(closed_frame(
+                now.status,
+                &ended_reason(now.status, &now.details),
+            )),
             Ok(_) => Err(ApiError::failed_precondition(
                 "the session's agent is not attached to this gateway",
             )
