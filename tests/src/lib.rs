@@ -17,6 +17,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 pub mod agents;
+pub mod nodes;
 pub mod raw;
 pub mod sessions;
 pub mod terminal;

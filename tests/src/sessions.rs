@@ -3,15 +3,9 @@
 //! helpers that start sessions and read what a session prints.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bosun_proto::inventory::v1::node_service_client::NodeServiceClient;
-use bosun_proto::inventory::v1::{
-    CreateActivationRequest, DescribeInstanceInformationRequest, InstanceInformationFilter,
-    PingStatus,
-};
 use bosun_proto::sessions::v1::session_service_client::SessionServiceClient;
 use bosun_proto::sessions::v1::{
     ParameterValues, ResumeSessionRequest, StartSessionRequest, StartSessionResponse,
@@ -19,7 +13,8 @@ use bosun_proto::sessions::v1::{
 use bosun_session::client::{SessionClient, SessionEvent};
 use tonic::transport::Channel;
 
-use crate::agents::{AgentProcess, register};
+use crate::agents::AgentProcess;
+use crate::nodes::{register_node, wait_online};
 use crate::{Launch, Process, Store, authed};
 
 pub fn redis_url() -> String {
@@ -78,74 +73,13 @@ impl Node {
     /// server, or another replica of the deployment); returns once it is Online.
     pub async fn start(server: &Process, token: &str, agent_url: &str) -> anyhow::Result<Node> {
         let state = tempfile::tempdir()?;
-        let id = register_node(server, token, state.path()).await?;
+        let id = register_node(server, token, "sessions-e2e", Vec::new(), state.path()).await?;
         let agent = AgentProcess::start(agent_url, state.path())?;
         let node = Node { id, state, agent };
         if let Err(error) = wait_online(server, token, &node.id).await {
             bail!("{error}\nagent log:\n{}", node.agent.log());
         }
         Ok(node)
-    }
-}
-
-async fn register_node(server: &Process, token: &str, state_dir: &Path) -> anyhow::Result<String> {
-    let created = NodeServiceClient::new(server.channel().await?)
-        .create_activation(authed(
-            CreateActivationRequest {
-                description: "sessions e2e".into(),
-                default_instance_name: "sessions-e2e".into(),
-                registration_limit: 1,
-                ..Default::default()
-            },
-            token,
-        ))
-        .await?
-        .into_inner();
-    let (ok, _, stderr) = register(
-        &server.url,
-        &created.activation_id,
-        &created.activation_code,
-        state_dir,
-    )
-    .await?;
-    if !ok {
-        bail!("bosun-agent register failed: {stderr}");
-    }
-    let identity: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state_dir.join("identity.json"))?)?;
-    identity["node_id"]
-        .as_str()
-        .map(str::to_owned)
-        .context("identity.json has no node_id")
-}
-
-async fn wait_online(server: &Process, token: &str, node_id: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list = NodeServiceClient::new(server.channel().await?)
-            .describe_instance_information(authed(
-                DescribeInstanceInformationRequest {
-                    filters: vec![InstanceInformationFilter {
-                        key: "InstanceIds".into(),
-                        values: vec![node_id.into()],
-                    }],
-                    ..Default::default()
-                },
-                token,
-            ))
-            .await?
-            .into_inner()
-            .instance_information_list;
-        if list
-            .first()
-            .is_some_and(|info| info.ping_status == PingStatus::Online as i32)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("node {node_id} not Online within 30 s: {list:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -13,12 +13,9 @@ use bosun_proto::auth::v1::auth_service_client::AuthServiceClient;
 use bosun_proto::auth::v1::{CreateRoleRequest, CreateUserRequest, RolePolicy};
 use bosun_proto::commands::v1::command_service_client::CommandServiceClient;
 use bosun_proto::commands::v1::*;
-use bosun_proto::inventory::v1::node_service_client::NodeServiceClient;
-use bosun_proto::inventory::v1::{
-    CreateActivationRequest, DescribeInstanceInformationRequest, InstanceInformationFilter,
-    PingStatus, Tag, Target,
-};
-use bosun_tests::agents::{AgentProcess, register};
+use bosun_proto::inventory::v1::{Tag, Target};
+use bosun_tests::agents::AgentProcess;
+use bosun_tests::nodes::{register_node, wait_online};
 use bosun_tests::{Launch, Process, Store, authed};
 use futures::StreamExt;
 use tonic::Code;
@@ -81,7 +78,12 @@ impl Fleet {
         let mut nodes = Vec::new();
         for env in envs {
             let state = tempfile::tempdir()?;
-            let id = register_node(server, token, env, state.path()).await?;
+            let tags = vec![Tag {
+                key: "Env".into(),
+                value: (*env).into(),
+            }];
+            let id =
+                register_node(server, token, &format!("e2e-{env}"), tags, state.path()).await?;
             let agent = AgentProcess::start(&server.url, state.path())?;
             nodes.push(Node {
                 id,
@@ -105,76 +107,6 @@ impl Fleet {
             .filter_map(|node| node.agent.as_ref().map(AgentProcess::log))
             .collect::<Vec<_>>()
             .join("\n---\n")
-    }
-}
-
-async fn register_node(
-    server: &Process,
-    token: &str,
-    env: &str,
-    state_dir: &Path,
-) -> anyhow::Result<String> {
-    let created = NodeServiceClient::new(server.channel().await?)
-        .create_activation(authed(
-            CreateActivationRequest {
-                description: "e2e".into(),
-                default_instance_name: format!("e2e-{env}"),
-                registration_limit: 1,
-                tags: vec![Tag {
-                    key: "Env".into(),
-                    value: env.into(),
-                }],
-                ..Default::default()
-            },
-            token,
-        ))
-        .await?
-        .into_inner();
-    let (ok, _, stderr) = register(
-        &server.url,
-        &created.activation_id,
-        &created.activation_code,
-        state_dir,
-    )
-    .await?;
-    if !ok {
-        bail!("bosun-agent register failed: {stderr}");
-    }
-    let identity: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state_dir.join("identity.json"))?)?;
-    identity["node_id"]
-        .as_str()
-        .map(str::to_owned)
-        .context("identity.json has no node_id")
-}
-
-async fn wait_online(server: &Process, token: &str, node_id: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let list = NodeServiceClient::new(server.channel().await?)
-            .describe_instance_information(authed(
-                DescribeInstanceInformationRequest {
-                    filters: vec![InstanceInformationFilter {
-                        key: "InstanceIds".into(),
-                        values: vec![node_id.into()],
-                    }],
-                    ..Default::default()
-                },
-                token,
-            ))
-            .await?
-            .into_inner()
-            .instance_information_list;
-        if list
-            .first()
-            .is_some_and(|info| info.ping_status == PingStatus::Online as i32)
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("node {node_id} not Online within 30 s: {list:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -22,6 +22,7 @@ mod migrations;
 pub mod model;
 pub mod ports;
 mod query;
+pub mod render;
 mod send;
 mod service;
 mod validate;

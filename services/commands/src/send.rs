@@ -14,15 +14,11 @@
 //! - A constant precondition that does not hold drops the step.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 
 use bosun_auth::AuthContext;
 use bosun_core::ApiError;
 use bosun_document::run::{PLUGIN_RUN_POWERSHELL_SCRIPT, PLUGIN_RUN_SHELL_SCRIPT, PluginInputs};
-use bosun_document::{
-    Document, DocumentType, ParameterResolver, RenderContext, RenderedStep, ResolveError,
-    values_from_wire,
-};
+use bosun_document::{Document, DocumentType, RenderedStep, values_from_wire};
 use bosun_inventory::targets::{Target, TargetKey};
 use bosun_proto::commands::v1 as pb;
 use chrono::{DateTime, Utc};
@@ -373,39 +369,6 @@ pub(crate) struct Planned {
     pub plan: Plan,
 }
 
-/// Answers `{{ssm:…}}` from values fetched beforehand.
-struct Fetched(BTreeMap<(String, Option<u64>), Result<String, ResolveError>>);
-
-impl ParameterResolver for Fetched {
-    fn resolve(&self, name: &str, version: Option<u64>) -> Result<String, ResolveError> {
-        self.0
-            .get(&(name.to_owned(), version))
-            .cloned()
-            .unwrap_or(Err(ResolveError::NotFound))
-    }
-}
-
-/// Records what a render asks for, answering empty strings.
-#[derive(Default)]
-struct Recorder(Mutex<BTreeSet<(String, Option<u64>)>>);
-
-impl ParameterResolver for Recorder {
-    fn resolve(&self, name: &str, version: Option<u64>) -> Result<String, ResolveError> {
-        if let Ok(mut asked) = self.0.lock() {
-            asked.insert((name.to_owned(), version));
-        }
-        Ok(String::new())
-    }
-}
-
-fn render_context(now: DateTime<Utc>) -> RenderContext {
-    RenderContext {
-        date: Some(now.format("%Y-%m-%d").to_string()),
-        date_time: Some(now.format("%Y-%m-%d_%H.%M.%S").to_string()),
-        ..RenderContext::default()
-    }
-}
-
 /// Fetches the document a request names, checks its type and hash, and renders it with
 /// the request's parameters into a plan.
 pub(crate) async fn plan(
@@ -516,23 +479,15 @@ async fn render(
     let resolved = document
         .resolve_parameters(&values_from_wire(wire))
         .map_err(parameter_errors)?;
-    let context = render_context(now);
-    // Every reference a render asks for: the document's own, and those in supplied values.
-    let recorder = Recorder::default();
-    let _ = document.render(&resolved, &recorder, &context);
-    let mut wanted: BTreeSet<(String, Option<u64>)> =
-        document.ssm_references().into_iter().collect();
-    if let Ok(asked) = recorder.0.into_inner() {
-        wanted.extend(asked);
-    }
-    let mut values = BTreeMap::new();
-    for (name, version) in wanted {
-        let value = ports.parameters.get(caller, &name, version).await;
-        values.insert((name, version), value);
-    }
-    let rendered = document
-        .render(&resolved, &Fetched(values), &context)
-        .map_err(parameter_errors)?;
+    let rendered = crate::render::render_with_references(
+        document,
+        &resolved,
+        caller,
+        ports.parameters.as_ref(),
+        now,
+    )
+    .await
+    .map_err(parameter_errors)?;
     let steps = rendered
         .steps
         .into_iter()

@@ -16,18 +16,14 @@
 //! - A problem in a value that came from a parameter (`{{ name }}` in the document) is
 //!   InvalidParameters; one the document itself holds is InvalidDocument.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 
 use bosun_auth::AuthContext;
 use bosun_commands::Ports;
 use bosun_core::ApiError;
 use bosun_core::error::FieldViolation;
-use bosun_document::{
-    Document, ParameterResolver, RenderContext, ResolveError, SessionType, ValidationError,
-    values_from_wire,
-};
+use bosun_document::{Document, SessionType, ValidationError, values_from_wire};
 use bosun_session::wire::SessionKind;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -58,31 +54,6 @@ pub(crate) struct SessionPlan {
     pub host: String,
     pub port_number: u16,
     pub local_port_number: u16,
-}
-
-/// Answers `{{ssm:…}}` from values fetched beforehand.
-struct Fetched(BTreeMap<(String, Option<u64>), Result<String, ResolveError>>);
-
-impl ParameterResolver for Fetched {
-    fn resolve(&self, name: &str, version: Option<u64>) -> Result<String, ResolveError> {
-        self.0
-            .get(&(name.to_owned(), version))
-            .cloned()
-            .unwrap_or(Err(ResolveError::NotFound))
-    }
-}
-
-/// Records what a render asks for, answering empty strings.
-#[derive(Default)]
-struct Recorder(Mutex<BTreeSet<(String, Option<u64>)>>);
-
-impl ParameterResolver for Recorder {
-    fn resolve(&self, name: &str, version: Option<u64>) -> Result<String, ResolveError> {
-        if let Ok(mut asked) = self.0.lock() {
-            asked.insert((name.to_owned(), version));
-        }
-        Ok(String::new())
-    }
 }
 
 fn parameter_errors(errors: Vec<ValidationError>) -> ApiError {
@@ -144,26 +115,15 @@ pub(crate) async fn plan(
     let resolved = document
         .resolve_parameters(&values_from_wire(wire))
         .map_err(parameter_errors)?;
-    let context = RenderContext {
-        date: Some(now.format("%Y-%m-%d").to_string()),
-        date_time: Some(now.format("%Y-%m-%d_%H.%M.%S").to_string()),
-        ..RenderContext::default()
-    };
-    let recorder = Recorder::default();
-    let _ = document.render(&resolved, &recorder, &context);
-    let mut wanted: BTreeSet<(String, Option<u64>)> =
-        document.ssm_references().into_iter().collect();
-    if let Ok(asked) = recorder.0.into_inner() {
-        wanted.extend(asked);
-    }
-    let mut values = BTreeMap::new();
-    for (reference, version) in wanted {
-        let value = ports.parameters.get(caller, &reference, version).await;
-        values.insert((reference, version), value);
-    }
-    let rendered = document
-        .render(&resolved, &Fetched(values), &context)
-        .map_err(parameter_errors)?;
+    let rendered = bosun_commands::render::render_with_references(
+        document,
+        &resolved,
+        caller,
+        ports.parameters.as_ref(),
+        now,
+    )
+    .await
+    .map_err(parameter_errors)?;
     let session = rendered.session.ok_or_else(|| {
         ApiError::internal(format!("session document {name} rendered without a body"))
     })?;
