@@ -45,8 +45,8 @@ pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
 
 /// Messages waiting to be written to one agent; the sender waits when it is full.
 const OUTBOUND_CAPACITY: usize = 8;
-/// Commands (deliveries, close) waiting for one stream's task; pushes beyond it are dropped
-/// and left to the periodic re-send.
+/// Commands (deliveries, close) waiting for one stream's task. A push beyond it is dropped
+/// and the stream catches up from the store once it has time (see [`StreamHandle::catch_up`]).
 const COMMAND_CAPACITY: usize = 8;
 /// Most messages sent from the store on connect; the rest follow with the re-send.
 const MAX_CONNECT_PAGES: usize = 10;
@@ -135,6 +135,18 @@ type Outgoing = Result<Box<ServerMessage>, Box<Status>>;
 struct StreamHandle {
     stream_id: u64,
     commands: mpsc::Sender<Command>,
+    /// Signalled when a delivery for this stream did not fit in `commands`: the stream then
+    /// sends the node's never-sent messages from the store. Without it a push dropped while
+    /// the stream is busy (an agent answering a burst of work: results to queue, acks,
+    /// deliveries to write) waited for the periodic re-send, `resend_after` (30 s) or
+    /// more — a session's `sessions.start` then missed its 60 s attach deadline under load.
+    catch_up: Arc<Notify>,
+}
+
+/// What a registered stream's task receives: commands, and the catch-up signal.
+struct StreamInbox {
+    commands: mpsc::Receiver<Command>,
+    catch_up: Arc<Notify>,
 }
 
 struct Edge {
@@ -297,7 +309,7 @@ fn close_message(reason: Reason, text: &str) -> Outgoing {
 }
 
 /// Hands a command to a stream's task without waiting. A close must arrive, so a full
-/// channel gets it from a small task; a delivery that does not fit is left to the re-send.
+/// channel gets it from a small task (deliveries go through `Edge::hand_delivery`).
 fn send_command(commands: &mpsc::Sender<Command>, command: Command) -> bool {
     match commands.try_send(command) {
         Ok(()) => true,
@@ -332,6 +344,28 @@ impl Edge {
         self.pings.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Hands a pushed or re-sent delivery to the node's stream here, without waiting (one
+    /// busy stream must not hold up the inbox of every node). When it does not fit, the
+    /// stream is told to catch up from the store. False when the node has no stream here.
+    fn hand_delivery(&self, node_id: &str, delivery: Delivery) -> bool {
+        let Some((commands, catch_up)) = self
+            .streams()
+            .get(node_id)
+            .map(|handle| (handle.commands.clone(), handle.catch_up.clone()))
+        else {
+            return false;
+        };
+        match commands.try_send(Command::Deliver(Box::new(delivery))) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::debug!(%node_id, "stream busy: it catches up from the store");
+                catch_up.notify_one();
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
     fn command_sender(&self, node_id: &str) -> Option<mpsc::Sender<Command>> {
         self.streams()
             .get(node_id)
@@ -357,7 +391,7 @@ impl Edge {
         )
         .await;
         drop(permit);
-        let (node_id, stream_id, commands) = match handshake {
+        let (node_id, stream_id, stream_inbox) = match handshake {
             Ok(Ok(registered)) => registered,
             Ok(Err(status)) => {
                 self.write(&outbound, Err(Box::new(status))).await;
@@ -373,7 +407,8 @@ impl Edge {
             }
         };
         tracing::info!(%node_id, replica_id = %self.options.replica_id, "node connected");
-        self.steady(&node_id, inbound, &outbound, commands).await;
+        self.steady(&node_id, inbound, &outbound, stream_inbox)
+            .await;
         // Only the node's current stream here gives up the claim: a replaced one must not.
         if self.unregister(&node_id, stream_id)
             && let Err(error) = self
@@ -393,7 +428,7 @@ impl Edge {
         &self,
         inbound: &mut Streaming<AgentMessage>,
         outbound: &mpsc::Sender<Outgoing>,
-    ) -> Result<(String, u64, mpsc::Receiver<Command>), Status> {
+    ) -> Result<(String, u64, StreamInbox), Status> {
         let hello = match inbound.message().await?.and_then(|message| message.body) {
             Some(agent_message::Body::Hello(hello)) => hello,
             _ => {
@@ -469,19 +504,21 @@ impl Edge {
             // Degraded, not broken: pushes will not find us, the re-send still will.
             tracing::warn!(%node_id, %error, "claiming presence failed");
         }
-        let (stream_id, commands) = self.register(&node_id);
-        Ok((node_id, stream_id, commands))
+        let (stream_id, stream_inbox) = self.register(&node_id);
+        Ok((node_id, stream_id, stream_inbox))
     }
 
     /// Makes this stream the node's stream here; an older one is closed as replaced.
-    fn register(&self, node_id: &str) -> (u64, mpsc::Receiver<Command>) {
+    fn register(&self, node_id: &str) -> (u64, StreamInbox) {
         let (sender, receiver) = mpsc::channel(COMMAND_CAPACITY);
+        let catch_up = Arc::new(Notify::new());
         let stream_id = self.next_stream_id.fetch_add(1, Ordering::Relaxed);
         let older = self.streams().insert(
             node_id.to_owned(),
             StreamHandle {
                 stream_id,
                 commands: sender,
+                catch_up: catch_up.clone(),
             },
         );
         if let Some(older) = older {
@@ -490,7 +527,13 @@ impl Edge {
                 Command::Close(Reason::Replaced, "a newer stream of this node connected"),
             );
         }
-        (stream_id, receiver)
+        (
+            stream_id,
+            StreamInbox {
+                commands: receiver,
+                catch_up,
+            },
+        )
     }
 
     /// Forgets the stream if it is still the node's stream here; returns whether it was.
@@ -512,8 +555,12 @@ impl Edge {
         node_id: &str,
         mut inbound: Streaming<AgentMessage>,
         outbound: &mpsc::Sender<Outgoing>,
-        mut commands: mpsc::Receiver<Command>,
+        stream_inbox: StreamInbox,
     ) {
+        let StreamInbox {
+            mut commands,
+            catch_up,
+        } = stream_inbox;
         if self.closing.load(Ordering::Acquire) {
             self.write(
                 outbound,
@@ -569,6 +616,13 @@ impl Edge {
                     Some(Command::Close(reason, text)) => Next::Close(reason, text.to_owned()),
                     None => Next::End,
                 },
+                () = catch_up.notified() => {
+                    if Box::pin(self.send_unsent(node_id, outbound)).await {
+                        Next::Continue
+                    } else {
+                        Next::End
+                    }
+                }
                 () = &mut deadline => {
                     tracing::info!(%node_id, "no message from the agent for three heartbeats");
                     Next::End
@@ -605,6 +659,48 @@ impl Edge {
                 Err(error) => {
                     // The re-send will try again.
                     tracing::warn!(%node_id, %error, "reading pending messages failed");
+                    return true;
+                }
+            };
+            let Some(last) = page.last() else {
+                return true;
+            };
+            after = Some((last.created_at, last.id.clone()));
+            let full = page.len() as u64 == PENDING_BATCH;
+            let mut sent = Vec::with_capacity(page.len());
+            for pending in &page {
+                let delivery = message(server_message::Body::Delivery(pending.to_delivery()));
+                if !self.write(outbound, delivery).await {
+                    self.record_sent(&sent).await;
+                    return false;
+                }
+                sent.push(pending.id.clone());
+            }
+            self.record_sent(&sent).await;
+            if !full {
+                return true;
+            }
+        }
+        true
+    }
+
+    /// Sends the node's messages the store has no send of (pushes this stream dropped while
+    /// busy, see [`StreamHandle::catch_up`]), oldest first, at most [`MAX_CONNECT_PAGES`]
+    /// pages (the rest come with the re-send). A message also still queued in the stream's
+    /// commands (or sent a moment ago and not recorded yet) reaches the agent twice: it
+    /// acknowledges it again and never runs it twice. False when the agent went away.
+    async fn send_unsent(&self, node_id: &str, outbound: &mpsc::Sender<Outgoing>) -> bool {
+        let mut after = None;
+        for _ in 0..MAX_CONNECT_PAGES {
+            let page = match self
+                .link
+                .unsent_pending(node_id, after, PENDING_BATCH)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    // The re-send still gets them there.
+                    tracing::warn!(%node_id, %error, "reading unsent messages failed");
                     return true;
                 }
             };
@@ -851,8 +947,8 @@ impl Edge {
             Some(KIND_DELIVERY) => {
                 match <Delivery as prost::Message>::decode(delivery.payload.as_ref()) {
                     Ok(decoded) => {
-                        if !send_command(&commands, Command::Deliver(Box::new(decoded))) {
-                            tracing::debug!(%node_id, "stream busy, leaving the delivery to the re-send");
+                        if !self.hand_delivery(node_id, decoded) {
+                            tracing::debug!(%node_id, "stream gone, leaving the delivery to the store");
                         }
                     }
                     Err(error) => {
@@ -971,9 +1067,7 @@ impl Edge {
                     }
                 };
                 for pending in stale {
-                    if let Some(commands) = self.command_sender(&pending.node_id) {
-                        send_command(&commands, Command::Deliver(Box::new(pending.to_delivery())));
-                    }
+                    self.hand_delivery(&pending.node_id, pending.to_delivery());
                 }
             }
         }

@@ -505,6 +505,41 @@ impl NodeLink {
         Ok(rows.into_iter().map(pending_message).collect())
     }
 
+    /// The node's deliverable messages no stream has sent yet (as far as the store knows:
+    /// sends are recorded in batches, so one sent a moment ago may still show), oldest
+    /// first, after `after` (a message's created_at and id), at most `limit`. What a stream
+    /// catches up with after dropping a push.
+    pub async fn unsent_pending(
+        &self,
+        node_id: &str,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u64,
+    ) -> Result<Vec<PendingMessage>, ApiError> {
+        let mut query = node_message::Entity::find()
+            .filter(node_message::Column::NodeId.eq(node_id))
+            .filter(deliverable(Utc::now()))
+            .filter(node_message::Column::LastSentAt.is_null());
+        if let Some((created_at, id)) = after {
+            query = query.filter(
+                Condition::any()
+                    .add(node_message::Column::CreatedAt.gt(created_at))
+                    .add(
+                        Condition::all()
+                            .add(node_message::Column::CreatedAt.eq(created_at))
+                            .add(node_message::Column::Id.gt(id)),
+                    ),
+            );
+        }
+        let rows = query
+            .order_by_asc(node_message::Column::CreatedAt)
+            .order_by_asc(node_message::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error("read unsent pending"))?;
+        Ok(rows.into_iter().map(pending_message).collect())
+    }
+
     /// Deliverable messages of `node_ids` neither sent nor created since `cutoff` (so sent
     /// long ago without an ack, or never sent), oldest first, at most `limit`.
     pub async fn stale_pending(

@@ -675,3 +675,45 @@ async fn an_oversized_result_closes_the_stream_with_protocol_error() {
     }
     replica.stop().await;
 }
+
+/// A burst of pushes to a stream that is busy writing (its agent reads slowly) overflows the
+/// stream's command queue; the pushes that did not fit must still arrive soon — the stream
+/// catches up from the store — not only with the re-send, `resend_after` (30 s) later. (A
+/// session's `sessions.start` dropped this way missed its attach deadline under load.)
+#[tokio::test]
+async fn pushes_dropped_by_a_busy_stream_arrive_without_waiting_for_the_resend() {
+    const MESSAGES: usize = 64;
+    // 32 MiB in all: far more than the transport's flow-control windows hold, so the stream
+    // blocks writing while the agent does not read, and most pushes find its queue full.
+    let payload = vec![7_u8; 512 * 1024];
+    for backend in Backend::both().await {
+        let directory = Arc::new(FakeDirectory::default());
+        let link = backend.link();
+        let options = ChannelOptions {
+            resend_after: Duration::from_secs(3600),
+            ..test_options()
+        };
+        let replica = Replica::start(link.clone(), directory.clone(), options).await;
+        let agent = TestAgent::registered(&directory);
+        let mut conn = agent.connect(replica.addr).await.expect("handshake");
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..MESSAGES {
+            let id = link
+                .send(outbound(&agent.node_id, "commands.run", &payload))
+                .await
+                .expect("stored");
+            ids.insert(id);
+        }
+        let received = conn.deliveries(MESSAGES).await;
+        assert_eq!(
+            received
+                .keys()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>(),
+            ids,
+            "{}",
+            backend.name
+        );
+        replica.stop().await;
+    }
+}
