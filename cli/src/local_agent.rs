@@ -60,13 +60,16 @@ pub async fn run(
         DEFAULT_COMMAND_WORKERS,
     ));
     let node_id = identity.node_id.clone();
-    let agent = Agent::new(
-        identity,
-        endpoint,
-        journal,
-        executor,
-        AgentOptions::new(facts),
-    );
+    // It stops with the server it lives in: work still running after 2 s is killed (and
+    // reported interrupted on the next start), and results not yet handed over stay in the
+    // journal for then — the gateway they would go to is stopping too. Within the server's
+    // own shutdown grace, so a stop never waits for it.
+    let options = AgentOptions {
+        shutdown_grace: Duration::from_secs(2),
+        flush_timeout: Duration::ZERO,
+        ..AgentOptions::new(facts)
+    };
+    let agent = Agent::new(identity, endpoint, journal, executor, options);
     match agent.run(shutdown).await? {
         Exit::Shutdown => {}
         Exit::Deregistered { message } => tracing::warn!(
