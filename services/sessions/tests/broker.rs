@@ -140,6 +140,23 @@ impl Default for SessionOptions {
 }
 
 impl World {
+    /// Ends the session as TerminateSession does (the row first; the hub notices on a touch).
+    async fn terminate(&self, session_id: &str) {
+        self.store
+            .end(
+                session_id,
+                SessionEnd {
+                    status: SessionStatus::Terminated,
+                    details: "terminated by user/alice".to_owned(),
+                    exit_code: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                },
+            )
+            .await
+            .expect("end");
+    }
+
     async fn new(test_db: TestDatabase) -> World {
         bosun_store::migrate::<bosun_audit::Migrator>(&test_db.db)
             .await
@@ -671,20 +688,7 @@ async fn attach_refuses_bad_proofs_other_nodes_and_ended_sessions() {
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 
     // An ended session.
-    world
-        .store
-        .end(
-            &session_id,
-            SessionEnd {
-                status: SessionStatus::Terminated,
-                details: "terminated by user/alice".to_owned(),
-                exit_code: None,
-                bytes_in: 0,
-                bytes_out: 0,
-            },
-        )
-        .await
-        .expect("end");
+    world.terminate(&session_id).await;
     let mut late = open_agent(&channel, &session_id, &node.id, &node.key).await;
     assert_eq!(late.error().await.code(), Code::FailedPrecondition);
 }
@@ -906,20 +910,7 @@ async fn a_session_ended_elsewhere_is_closed_at_the_next_touch() {
     let mut client = world.client(&channel, &session_id, &token).await;
     client.send(input(1, b"abc")).await;
     assert!(matches!(agent.next_data().await, frame::Kind::Packet(_)));
-    world
-        .store
-        .end(
-            &session_id,
-            SessionEnd {
-                status: SessionStatus::Terminated,
-                details: "terminated by user/alice".to_owned(),
-                exit_code: None,
-                bytes_in: 0,
-                bytes_out: 0,
-            },
-        )
-        .await
-        .expect("end");
+    world.terminate(&session_id).await;
     // Both ends are told who ended it.
     client
         .expect_closed("Terminated", "terminated by user/alice")
